@@ -1,0 +1,9 @@
+//! compshare-operator: CompShare GPU instances as Kubernetes resources.
+//!
+//! - [`resource`]: the `CompShareInstance` API types (the CRD).
+//! - [`compshare`]: the CompShare API client (signing, wire, errors); knows nothing of Kubernetes.
+//! - [`poller`]: batched, budgeted observation of instances; knows nothing of Kubernetes either.
+//! - [`reconciler`]: turns observations into status, conditions, events and connection Secrets.
+//! - [`simulator`]: a strict stand-in for the CompShare gateway, for tests and pipelines.
+
+pub mod compshare;
