@@ -7,3 +7,6 @@
 //! - [`simulator`]: a strict stand-in for the CompShare gateway, for tests and pipelines.
 
 pub mod compshare;
+pub mod metrics;
+pub mod poller;
+pub mod resource;

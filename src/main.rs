@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    print!("{}", compshare_operator::resource::crd_yaml());
+}

@@ -1,0 +1,304 @@
+//! Observation of CompShare instances, batched: one poll group per (credentials, region, project)
+//! asks for all its instances in pages of up to 100 ids, keeps the latest observation of each, and
+//! wakes only the resources whose observation changed. Calls are spread over each poll interval,
+//! limited by a per-account budget, and backed off on throttling and transient failures.
+//!
+//! Nothing here knows about Kubernetes: resources are named by [`ResourceKey`], and changes are
+//! announced on a channel.
+
+mod budget;
+mod group;
+mod observation;
+mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use budget::BudgetConfig;
+pub use observation::{Observation, Outcome};
+pub use schedule::ScheduleConfig;
+
+use crate::compshare::{Client, Credentials};
+use crate::metrics::{GaugeSource, GroupSnapshot, Metrics, Snapshot};
+use budget::Budget;
+use group::{Group, Wiring};
+use schedule::Schedule;
+
+/// A watched resource, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What to observe for one resource.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub key: ResourceKey,
+    pub credentials: Credentials,
+    pub region: String,
+    pub project_id: Option<String>,
+    pub uhost_id: String,
+    pub zone: Option<String>,
+    pub interval: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PollerConfig {
+    pub budget: BudgetConfig,
+    pub schedule: ScheduleConfig,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Identifies a poll group. Includes a digest of the private key, so that a wrong key pair never
+/// rides on a right one with the same public key; the digest is never shown.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    public_key: String,
+    private_key_digest: [u8; 32],
+    region: String,
+    project_id: Option<String>,
+}
+
+impl GroupKey {
+    fn of(target: &Target) -> Self {
+        GroupKey {
+            public_key: target.credentials.public_key.clone(),
+            private_key_digest: Sha256::digest(
+                target.credentials.private_key.expose_secret().as_bytes(),
+            )
+            .into(),
+            region: target.region.clone(),
+            project_id: target.project_id.clone(),
+        }
+    }
+
+    /// A short, non-reversible tag of the account for logs and metrics.
+    fn account_tag(&self) -> String {
+        account_tag(&self.public_key)
+    }
+}
+
+fn account_tag(public_key: &str) -> String {
+    hex::encode(&Sha256::digest(public_key.as_bytes())[..4])
+}
+
+/// The batched observer. Cheap to clone.
+#[derive(Clone)]
+pub struct Poller {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: PollerConfig,
+    wiring: Arc<Wiring>,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    groups: HashMap<GroupKey, GroupEntry>,
+    member_groups: HashMap<ResourceKey, GroupKey>,
+    budgets: HashMap<String, Arc<Budget>>,
+}
+
+struct GroupEntry {
+    group: Arc<Group>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for GroupEntry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Poller {
+    /// Returns the poller and the channel on which it announces resources whose observation
+    /// changed.
+    pub fn new(
+        client: Client,
+        config: PollerConfig,
+        metrics: Arc<Metrics>,
+    ) -> (Poller, mpsc::UnboundedReceiver<ResourceKey>) {
+        let (wake, changes) = mpsc::unbounded_channel();
+        let poller = Poller {
+            shared: Arc::new(Shared {
+                config,
+                wiring: Arc::new(Wiring {
+                    client,
+                    metrics,
+                    wake,
+                }),
+                registry: Mutex::default(),
+            }),
+        };
+        (poller, changes)
+    }
+
+    /// Starts or updates the observation of a resource (idempotent). A new resource, or one that
+    /// moved to another group (its credentials, region or project changed), is observed right away.
+    pub fn watch(&self, target: Target) {
+        let group_key = GroupKey::of(&target);
+        let mut registry = self.registry();
+        if let Some(previous) = registry.member_groups.get(&target.key).cloned() {
+            if previous != group_key {
+                registry.remove_member(&target.key, &previous);
+            }
+        }
+        let budget_config = self.shared.config.budget;
+        let budget = registry
+            .budgets
+            .entry(target.credentials.public_key.clone())
+            .or_insert_with(|| Arc::new(Budget::new(budget_config)))
+            .clone();
+        let entry = registry
+            .groups
+            .entry(group_key.clone())
+            .or_insert_with(|| self.spawn_group(group_key.clone(), &target, budget));
+        let group = entry.group.clone();
+        registry.member_groups.insert(target.key.clone(), group_key);
+        drop(registry);
+        if group.upsert(&target) {
+            group.notify.notify_one();
+        }
+    }
+
+    /// Stops observing a resource.
+    pub fn forget(&self, key: &ResourceKey) {
+        let mut registry = self.registry();
+        if let Some(group_key) = registry.member_groups.get(key).cloned() {
+            registry.remove_member(key, &group_key);
+        }
+    }
+
+    /// Stops observing every resource for which `keep` is false (after a re-list, for resources
+    /// deleted while the watch was down).
+    pub fn retain(&self, keep: impl Fn(&ResourceKey) -> bool) {
+        let mut registry = self.registry();
+        let gone: Vec<(ResourceKey, GroupKey)> = registry
+            .member_groups
+            .iter()
+            .filter(|(key, _)| !keep(key))
+            .map(|(k, g)| (k.clone(), g.clone()))
+            .collect();
+        for (key, group_key) in gone {
+            registry.remove_member(&key, &group_key);
+        }
+    }
+
+    /// Asks for an immediate observation of a watched resource, answered by an observation that
+    /// carries `token` (once per token).
+    pub fn refresh(&self, key: &ResourceKey, token: &str) {
+        if let Some(group) = self.group_of(key) {
+            group.refresh(key, token);
+        }
+    }
+
+    /// The latest observation of a watched resource; `None` before its first.
+    pub fn observation(&self, key: &ResourceKey) -> Option<Arc<Observation>> {
+        self.group_of(key)?.observation(key)
+    }
+
+    fn group_of(&self, key: &ResourceKey) -> Option<Arc<Group>> {
+        let registry = self.registry();
+        let group_key = registry.member_groups.get(key)?;
+        Some(registry.groups.get(group_key)?.group.clone())
+    }
+
+    fn spawn_group(&self, key: GroupKey, target: &Target, budget: Arc<Budget>) -> GroupEntry {
+        let config = &self.shared.config;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.min_backoff)
+            .with_max_delay(config.max_backoff)
+            .with_jitter()
+            .without_max_times();
+        tracing::debug!(region = %key.region, account = %key.account_tag(), "starting poll group");
+        let group = Arc::new(Group::new(
+            key,
+            target.credentials.clone(),
+            budget,
+            Schedule::new(config.schedule),
+            backoff,
+        ));
+        let task = tokio::spawn(group::run(group.clone(), self.shared.wiring.clone()));
+        GroupEntry { group, task }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.shared.registry.lock().expect("poller registry lock")
+    }
+}
+
+impl Registry {
+    fn remove_member(&mut self, key: &ResourceKey, group_key: &GroupKey) {
+        self.member_groups.remove(key);
+        let emptied = self
+            .groups
+            .get(group_key)
+            .is_some_and(|entry| entry.group.remove(key));
+        if emptied {
+            self.groups.remove(group_key);
+            let public_key = &group_key.public_key;
+            if !self.groups.keys().any(|g| &g.public_key == public_key) {
+                self.budgets.remove(public_key);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Poller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Poller").finish_non_exhaustive()
+    }
+}
+
+impl GaugeSource for Poller {
+    fn snapshot(&self) -> Snapshot {
+        let groups: Vec<Arc<Group>> = self
+            .registry()
+            .groups
+            .values()
+            .map(|e| e.group.clone())
+            .collect();
+        let mut by_state: BTreeMap<String, i64> = BTreeMap::new();
+        let mut snapshots = Vec::with_capacity(groups.len());
+        for group in groups {
+            let state = group.state.lock().expect("group lock");
+            for member in state.members.values() {
+                let observed = member
+                    .observation
+                    .as_ref()
+                    .and_then(|o| o.instance.as_ref())
+                    .map_or("Unknown", |i| i.state.as_str());
+                *by_state.entry(observed.to_owned()).or_default() += 1;
+            }
+            snapshots.push(GroupSnapshot {
+                region: group.key.region.clone(),
+                project: group.key.project_id.clone().unwrap_or_default(),
+                account: group.key.account_tag(),
+                members: state.members.len() as i64,
+                since_last_success: state.last_success.map(|t| t.elapsed()),
+            });
+        }
+        Snapshot {
+            instances_by_state: by_state.into_iter().collect(),
+            groups: snapshots,
+        }
+    }
+}
