@@ -6,7 +6,12 @@
 //! - [`reconciler`]: turns observations into status, conditions, events and connection Secrets.
 //! - [`simulator`]: a strict stand-in for the CompShare gateway, for tests and pipelines.
 
+pub mod cli;
 pub mod compshare;
 pub mod metrics;
+pub mod operator;
 pub mod poller;
+pub mod reconciler;
 pub mod resource;
+pub mod server;
+pub mod telemetry;

@@ -3,7 +3,7 @@
 //! from it at scrape time, so they can never drift from the truth.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -49,6 +49,7 @@ pub struct BackoffLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    gauge_source: Arc<OnceLock<Arc<dyn GaugeSource>>>,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub cloud_calls: Family<CallLabels, Counter>,
@@ -139,8 +140,11 @@ impl Metrics {
             "Writes to the Kubernetes API, by kind (status, event, secret)",
             kube_writes.clone(),
         );
+        let gauge_source = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(GaugeCollector(gauge_source.clone())));
         Metrics {
             registry,
+            gauge_source,
             reconciles,
             reconcile_duration,
             cloud_calls,
@@ -152,10 +156,10 @@ impl Metrics {
         }
     }
 
-    /// Registers the source of scrape-time gauges (once, at start-up).
-    pub fn register_gauges(&mut self, source: Arc<dyn GaugeSource>) {
-        self.registry
-            .register_collector(Box::new(GaugeCollector(source)));
+    /// Sets the source of scrape-time gauges (once, at start-up; later calls are ignored). Until
+    /// then those gauges are absent.
+    pub fn set_gauge_source(&self, source: Arc<dyn GaugeSource>) {
+        let _ = self.gauge_source.set(source);
     }
 
     pub fn record_call(
@@ -200,7 +204,7 @@ fn call_duration_histogram() -> Histogram {
 }
 
 #[derive(Debug)]
-struct GaugeCollector(Arc<dyn GaugeSource>);
+struct GaugeCollector(Arc<OnceLock<Arc<dyn GaugeSource>>>);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
@@ -216,7 +220,10 @@ struct GroupLabels {
 
 impl Collector for GaugeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let snapshot = self.0.snapshot();
+        let Some(source) = self.0.get() else {
+            return Ok(());
+        };
+        let snapshot = source.snapshot();
 
         let by_state = Family::<StateLabels, Gauge>::default();
         for (state, count) in snapshot.instances_by_state {
@@ -282,8 +289,8 @@ mod tests {
 
     #[test]
     fn exposition_uses_prometheus_naming() {
-        let mut metrics = Metrics::new();
-        metrics.register_gauges(Arc::new(Fixed));
+        let metrics = Metrics::new();
+        metrics.set_gauge_source(Arc::new(Fixed));
         metrics.record_call(
             "DescribeCompShareInstance",
             Duration::from_millis(20),

@@ -156,10 +156,10 @@ impl Poller {
     pub fn watch(&self, target: Target) {
         let group_key = GroupKey::of(&target);
         let mut registry = self.registry();
-        if let Some(previous) = registry.member_groups.get(&target.key).cloned() {
-            if previous != group_key {
-                registry.remove_member(&target.key, &previous);
-            }
+        if let Some(previous) = registry.member_groups.get(&target.key).cloned()
+            && previous != group_key
+        {
+            registry.remove_member(&target.key, &previous);
         }
         let budget_config = self.shared.config.budget;
         let budget = registry

@@ -166,10 +166,10 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
     /// The members to poll now, if a call is due: urgent members first, then the page of the
     /// cohort whose slot came first.
     pub fn take_due(&mut self, now: Instant, rng: &mut impl Rng) -> Option<Page<K>> {
-        if self.urgent_due().is_some_and(|due| due <= now) {
-            if let Some(keys) = self.take_urgent() {
-                return Some(Page { keys, urgent: true });
-            }
+        if self.urgent_due().is_some_and(|due| due <= now)
+            && let Some(keys) = self.take_urgent()
+        {
+            return Some(Page { keys, urgent: true });
         }
         let (&interval, cohort) = self
             .cohorts
@@ -365,14 +365,14 @@ mod tests {
         let settle = run.calls[0].0 + MINUTE * 2;
         for (t, page) in &run.calls {
             for k in page {
-                if let Some(prev) = last.insert(*k, *t) {
-                    if *t > settle {
-                        let age = *t - prev;
-                        assert!(
-                            age <= MINUTE + Duration::from_secs(2),
-                            "member {k}: {age:?}"
-                        );
-                    }
+                if let Some(prev) = last.insert(*k, *t)
+                    && *t > settle
+                {
+                    let age = *t - prev;
+                    assert!(
+                        age <= MINUTE + Duration::from_secs(2),
+                        "member {k}: {age:?}"
+                    );
                 }
             }
         }

@@ -34,6 +34,8 @@ pub mod connection_keys {
     pub const SSH_COMMAND: &str = "sshCommand";
 }
 
+// clippy reads the repeated `type_ = …` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "compshare.ucloud.cn",
@@ -278,6 +280,11 @@ pub struct CompShareInstanceStatus {
     /// handled by an observation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_refresh: Option<String>,
+
+    /// The connection Secret the operator maintains for this resource (see
+    /// `spec.writeConnectionSecretToRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_secret_name: Option<String>,
 }
 
 /// An address of the instance, as in Cluster API's `MachineAddress`.

@@ -1,0 +1,212 @@
+//! Kubernetes Events on transitions only: the instance's state changed, observation started or
+//! stopped failing, a person must act, or polling was paused or resumed. Never one per poll.
+
+use kube::runtime::events::EventType;
+
+use super::status::{PAUSED, STALLED, SYNCED, condition};
+use crate::resource::CompShareInstanceStatus;
+
+/// An event to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub type_: EventType,
+    pub reason: String,
+    pub note: String,
+}
+
+/// The events that moving from `old` to `new` deserves.
+pub fn transitions(
+    old: Option<&CompShareInstanceStatus>,
+    new: &CompShareInstanceStatus,
+) -> Vec<Transition> {
+    let mut events = Vec::new();
+
+    if let (Some(before), Some(after)) =
+        (old.and_then(|s| s.state.as_deref()), new.state.as_deref())
+        && before != after
+    {
+        events.push(Transition {
+            type_: EventType::Normal,
+            reason: "StateChanged".into(),
+            note: format!(
+                "Instance state changed from {} to {}",
+                display_state(before),
+                display_state(after)
+            ),
+        });
+    }
+
+    let synced_before = status_of(old, SYNCED);
+    let synced = condition(Some(new), SYNCED);
+    match synced.map(|c| c.status.as_str()) {
+        Some("False") if synced_before != Some("False") => events.push(Transition {
+            type_: EventType::Warning,
+            reason: "ObservationFailed".into(),
+            note: synced.map(|c| c.message.clone()).unwrap_or_default(),
+        }),
+        Some("True") if synced_before == Some("False") => events.push(Transition {
+            type_: EventType::Normal,
+            reason: "ObservationRecovered".into(),
+            note: "The instance is observed again".into(),
+        }),
+        _ => {}
+    }
+
+    // When observation itself fails, the event above already says why.
+    let stalled = condition(Some(new), STALLED);
+    if stalled.is_some_and(|c| c.status == "True")
+        && status_of(old, STALLED) != Some("True")
+        && synced.is_some_and(|c| c.status == "True")
+    {
+        let stalled = stalled.expect("checked above");
+        events.push(Transition {
+            type_: EventType::Warning,
+            reason: stalled.reason.clone(),
+            note: stalled.message.clone(),
+        });
+    }
+
+    match (status_of(old, PAUSED), status_of(Some(new), PAUSED)) {
+        (before, Some("True")) if before != Some("True") => events.push(Transition {
+            type_: EventType::Normal,
+            reason: "Paused".into(),
+            note: "Observation paused by the compshare.ucloud.cn/paused annotation".into(),
+        }),
+        (Some("True"), Some("False")) => events.push(Transition {
+            type_: EventType::Normal,
+            reason: "Resumed".into(),
+            note: "Observation resumed".into(),
+        }),
+        _ => {}
+    }
+    events
+}
+
+fn status_of<'a>(status: Option<&'a CompShareInstanceStatus>, type_: &str) -> Option<&'a str> {
+    condition(status, type_).map(|c| c.status.as_str())
+}
+
+fn display_state(state: &str) -> &str {
+    if state.is_empty() {
+        "(unreadable)"
+    } else {
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn status(state: Option<&str>, conditions: &[(&str, &str, &str)]) -> CompShareInstanceStatus {
+        CompShareInstanceStatus {
+            state: state.map(str::to_owned),
+            conditions: conditions
+                .iter()
+                .map(|(t, s, r)| Condition {
+                    type_: (*t).into(),
+                    status: (*s).into(),
+                    reason: (*r).into(),
+                    message: format!("{t} is {s} because {r}"),
+                    observed_generation: Some(1),
+                    last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn reasons(events: &[Transition]) -> Vec<&str> {
+        events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn nothing_changed_means_no_event() {
+        let s = status(
+            Some("Running"),
+            &[
+                ("Synced", "True", "Observed"),
+                ("Stalled", "False", "NotStalled"),
+            ],
+        );
+        assert!(transitions(Some(&s), &s).is_empty());
+    }
+
+    #[test]
+    fn the_first_observation_is_not_an_event() {
+        let new = status(Some("Running"), &[("Synced", "True", "Observed")]);
+        let old = status(None, &[("Synced", "Unknown", "AwaitingFirstObservation")]);
+        assert!(transitions(Some(&old), &new).is_empty());
+        assert!(transitions(None, &new).is_empty());
+    }
+
+    #[test]
+    fn a_state_change_is_one_normal_event() {
+        let old = status(Some("Running"), &[("Synced", "True", "Observed")]);
+        let new = status(Some("Stopped"), &[("Synced", "True", "Observed")]);
+        let events = transitions(Some(&old), &new);
+        assert_eq!(reasons(&events), ["StateChanged"]);
+        assert_eq!(
+            events[0].note,
+            "Instance state changed from Running to Stopped"
+        );
+        assert_eq!(events[0].type_, EventType::Normal);
+    }
+
+    #[test]
+    fn failing_and_recovering_are_one_event_each() {
+        let ok = status(Some("Running"), &[("Synced", "True", "Observed")]);
+        let failing = status(Some("Running"), &[("Synced", "False", "Throttled")]);
+        let still_failing = status(Some("Running"), &[("Synced", "False", "Timeout")]);
+        let down = transitions(Some(&ok), &failing);
+        assert_eq!(reasons(&down), ["ObservationFailed"]);
+        assert_eq!(down[0].type_, EventType::Warning);
+        assert_eq!(down[0].note, "Synced is False because Throttled");
+        assert!(transitions(Some(&failing), &still_failing).is_empty());
+        assert_eq!(
+            reasons(&transitions(Some(&still_failing), &ok)),
+            ["ObservationRecovered"]
+        );
+    }
+
+    #[test]
+    fn stalling_while_observing_is_a_warning_once() {
+        let ok = status(
+            Some("Running"),
+            &[
+                ("Synced", "True", "Observed"),
+                ("Stalled", "False", "NotStalled"),
+            ],
+        );
+        let gone = status(
+            Some("Running"),
+            &[
+                ("Synced", "True", "Observed"),
+                ("Stalled", "True", "NotFound"),
+            ],
+        );
+        assert_eq!(reasons(&transitions(Some(&ok), &gone)), ["NotFound"]);
+        assert!(transitions(Some(&gone), &gone).is_empty());
+        // Rejected credentials: the observation failure already tells it.
+        let rejected = status(
+            None,
+            &[
+                ("Synced", "False", "CredentialsRejected"),
+                ("Stalled", "True", "CredentialsRejected"),
+            ],
+        );
+        assert_eq!(
+            reasons(&transitions(Some(&ok), &rejected)),
+            ["ObservationFailed"]
+        );
+    }
+
+    #[test]
+    fn pause_and_resume() {
+        let running = status(Some("Running"), &[("Paused", "False", "NotPaused")]);
+        let paused = status(Some("Running"), &[("Paused", "True", "PausedByAnnotation")]);
+        assert_eq!(reasons(&transitions(Some(&running), &paused)), ["Paused"]);
+        assert_eq!(reasons(&transitions(Some(&paused), &running)), ["Resumed"]);
+    }
+}

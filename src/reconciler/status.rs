@@ -1,0 +1,937 @@
+//! The status a resource should have, computed from what is known about it. Pure: no I/O, no clock
+//! (the time is passed in), so every rule is unit-tested.
+//!
+//! Conditions follow `metav1.Condition` and kstatus: `Ready`, `Synced`, `Reconciling`, `Stalled` and
+//! `Paused` are always present, each with the generation it was computed for; `lastTransitionTime`
+//! moves only when a condition's status changes, so an unchanged resource yields an identical
+//! status and no write.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::compshare::model::Reach;
+use crate::compshare::ssh::parse_login_command;
+use crate::compshare::{CallError, Disposition, Instance};
+use crate::poller::{Observation, Outcome};
+use crate::resource::{
+    AddressType, CompShareInstance, CompShareInstanceStatus, GpuInfo, ImageInfo, InstanceAddress,
+    OsInfo, SoftwareEndpoint, SshAccess,
+};
+
+pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const PAUSED: &str = "Paused";
+const CONDITION_ORDER: [&str; 5] = [READY, SYNCED, RECONCILING, STALLED, PAUSED];
+
+const TRUE: &str = "True";
+const FALSE: &str = "False";
+const UNKNOWN: &str = "Unknown";
+
+const AWAITING: &str = "AwaitingFirstObservation";
+
+/// States in which the instance is on its way somewhere (kstatus: in progress).
+const TRANSITIONAL_STATES: [&str; 6] = [
+    "Initializing",
+    "Install",
+    "Starting",
+    "Stopping",
+    "Rebooting",
+    "Resizing",
+];
+const INSTALL_FAILED_STATE: &str = "Install Fail";
+const RUNNING_STATE: &str = "Running";
+
+/// Something a person must fix before the resource can be observed or trusted; shown in `Synced`
+/// or `Stalled` with this reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Where the resource stands, as the reconciler found it.
+#[derive(Clone, Copy, Debug)]
+pub enum Situation<'a> {
+    /// Polling is paused by the annotation.
+    Paused,
+    /// The credentials cannot be used; nothing is polled until they are fixed.
+    CredentialsProblem(&'a Problem),
+    /// Watched by the poller; its latest observation, if one has arrived.
+    Watched(Option<&'a Observation>),
+}
+
+/// Everything the status depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    pub resource: &'a CompShareInstance,
+    pub situation: Situation<'a>,
+    /// A problem with the connection Secret (for example, a Secret of that name that the operator
+    /// does not own).
+    pub connection_problem: Option<&'a Problem>,
+    /// The connection Secret the operator now maintains, if any.
+    pub connection_secret: Option<&'a str>,
+    pub now: &'a Time,
+}
+
+/// The status the resource should have.
+pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
+    let resource = inputs.resource;
+    let mut status = resource.status.clone().unwrap_or_default();
+    let generation = resource.metadata.generation;
+    status.observed_generation = generation;
+    status.connection_secret_name = inputs.connection_secret.map(str::to_owned);
+    let mut conditions = Conditions {
+        list: std::mem::take(&mut status.conditions),
+        generation,
+        now: inputs.now,
+    };
+
+    match inputs.situation {
+        Situation::Paused => {
+            conditions.set(
+                PAUSED,
+                TRUE,
+                "PausedByAnnotation",
+                "Observation is paused by the compshare.ucloud.cn/paused annotation",
+            );
+            conditions.set(RECONCILING, FALSE, "Paused", "Observation is paused");
+            // A resource created paused still gets every condition, so kstatus never reads a
+            // resource without Ready as Current.
+            for kind in [READY, SYNCED] {
+                conditions.set_if_absent(kind, UNKNOWN, "Paused", "Observation is paused");
+            }
+            conditions.set_if_absent(STALLED, FALSE, "NotStalled", "");
+        }
+        Situation::CredentialsProblem(problem) => {
+            conditions.set(PAUSED, FALSE, "NotPaused", "");
+            conditions.set(SYNCED, FALSE, problem.reason, &problem.message);
+            conditions.set(READY, FALSE, problem.reason, &problem.message);
+            conditions.set(
+                RECONCILING,
+                FALSE,
+                problem.reason,
+                "Waiting for usable credentials",
+            );
+            conditions.set(STALLED, TRUE, problem.reason, &problem.message);
+        }
+        Situation::Watched(None) => {
+            conditions.set(PAUSED, FALSE, "NotPaused", "");
+            // After a restart the last status stays as it is until the first observation: no
+            // flapping, no writes. A new resource says that it is waiting.
+            let waiting = "Waiting for the first observation of the instance";
+            conditions.set_if_absent(READY, UNKNOWN, AWAITING, waiting);
+            conditions.set_if_absent(SYNCED, UNKNOWN, AWAITING, waiting);
+            conditions.set_if_absent(RECONCILING, TRUE, AWAITING, waiting);
+            conditions.set_if_absent(STALLED, FALSE, "NotStalled", "");
+        }
+        Situation::Watched(Some(observation)) => {
+            conditions.set(PAUSED, FALSE, "NotPaused", "");
+            apply_observation(&mut status, &mut conditions, resource, observation);
+        }
+    }
+
+    if let Some(problem) = inputs.connection_problem
+        && !conditions.is_true(STALLED)
+    {
+        conditions.set(STALLED, TRUE, problem.reason, &problem.message);
+    }
+
+    conditions
+        .list
+        .sort_by_key(|c| CONDITION_ORDER.iter().position(|t| *t == c.type_));
+    status.conditions = conditions.list;
+    status
+}
+
+fn apply_observation(
+    status: &mut CompShareInstanceStatus,
+    conditions: &mut Conditions<'_>,
+    resource: &CompShareInstance,
+    observation: &Observation,
+) {
+    if let Some(instance) = &observation.instance {
+        set_facts(status, instance);
+    }
+    if observation.refresh.is_some() {
+        status.last_handled_refresh.clone_from(&observation.refresh);
+    }
+
+    match &observation.outcome {
+        Outcome::Failed(error) => {
+            let message = format!("DescribeCompShareInstance failed: {error}");
+            conditions.set(SYNCED, FALSE, failure_reason(error), &message);
+        }
+        _ => conditions.set(
+            SYNCED,
+            TRUE,
+            "Observed",
+            "The last DescribeCompShareInstance call succeeded",
+        ),
+    }
+
+    let state = status.state.clone();
+    match stall(resource, observation, state.as_deref()) {
+        Some(problem) => {
+            conditions.set(STALLED, TRUE, problem.reason, &problem.message);
+            conditions.set(READY, FALSE, problem.reason, &problem.message);
+            conditions.set(RECONCILING, FALSE, problem.reason, &problem.message);
+        }
+        None => {
+            conditions.set(STALLED, FALSE, "NotStalled", "");
+            match (&observation.outcome, state.as_deref()) {
+                // A passing failure does not change what is known about the instance: Ready
+                // keeps its last value rather than flapping.
+                (Outcome::Failed(error), _) if conditions.has(READY) && error.is_retryable() => {}
+                (Outcome::Failed(error), None) => {
+                    let reason = failure_reason(error);
+                    conditions.set(
+                        READY,
+                        UNKNOWN,
+                        reason,
+                        "The instance has not been observed yet",
+                    );
+                    conditions.set(
+                        RECONCILING,
+                        TRUE,
+                        AWAITING,
+                        "Waiting for the first observation",
+                    );
+                }
+                (_, Some(state)) => set_state_conditions(conditions, state),
+                (_, None) => {}
+            }
+        }
+    }
+}
+
+fn set_state_conditions(conditions: &mut Conditions<'_>, state: &str) {
+    let reason = state_reason(state);
+    let message = if state.is_empty() {
+        "The API could not read the instance's state".to_owned()
+    } else {
+        format!("The instance is {state}")
+    };
+    let ready = match state {
+        RUNNING_STATE => TRUE,
+        "" => UNKNOWN,
+        _ => FALSE,
+    };
+    conditions.set(READY, ready, &reason, &message);
+    if TRANSITIONAL_STATES.contains(&state) {
+        conditions.set(RECONCILING, TRUE, &reason, &message);
+    } else {
+        conditions.set(RECONCILING, FALSE, "NotReconciling", "");
+    }
+}
+
+/// Why a person must act, if they must.
+fn stall(
+    resource: &CompShareInstance,
+    observation: &Observation,
+    state: Option<&str>,
+) -> Option<Problem> {
+    let spec = &resource.spec;
+    let problem = |reason, message: String| Some(Problem { reason, message });
+    match &observation.outcome {
+        Outcome::NotFound => problem(
+            "NotFound",
+            format!(
+                "Instance {} was not found in region {}{}: it was deleted, or never existed, or belongs to another account or project",
+                spec.uhost_id,
+                spec.region,
+                spec.project_id
+                    .as_deref()
+                    .map(|p| format!(" (project {p})"))
+                    .unwrap_or_default(),
+            ),
+        ),
+        Outcome::ZoneMismatch { actual } => problem(
+            "ZoneMismatch",
+            format!(
+                "Instance {} is in zone {actual}, not in spec.zone {}",
+                spec.uhost_id,
+                spec.zone.as_deref().unwrap_or_default()
+            ),
+        ),
+        Outcome::Failed(error) => {
+            let message = format!("DescribeCompShareInstance failed: {error}");
+            match error.disposition() {
+                Disposition::CredentialsRejected => problem(
+                    "CredentialsRejected",
+                    format!("{message}. Check the key pair in the credentials Secret"),
+                ),
+                Disposition::PermissionDenied => problem("PermissionDenied", message),
+                Disposition::InvalidRequest => problem("InvalidRequest", message),
+                Disposition::Throttled | Disposition::Transient => None,
+            }
+        }
+        Outcome::Found if state == Some(INSTALL_FAILED_STATE) => problem(
+            "InstallFailed",
+            "The instance failed to install; recreate it in CompShare".to_owned(),
+        ),
+        Outcome::Found => None,
+    }
+}
+
+fn failure_reason(error: &CallError) -> &'static str {
+    match (error.disposition(), error) {
+        (Disposition::Throttled, _) => "Throttled",
+        (Disposition::CredentialsRejected, _) => "CredentialsRejected",
+        (Disposition::PermissionDenied, _) => "PermissionDenied",
+        (Disposition::InvalidRequest, _) => "InvalidRequest",
+        (Disposition::Transient, CallError::Timeout(_)) => "Timeout",
+        (Disposition::Transient, CallError::Transport(_)) => "Unreachable",
+        (Disposition::Transient, CallError::Malformed(_)) => "MalformedAnswer",
+        (Disposition::Transient, CallError::Http { .. }) => "HTTPError",
+        (Disposition::Transient, CallError::Api { .. }) => "CloudError",
+    }
+}
+
+/// A condition reason from a state: `Install Fail` → `InstallFail`; empty → `StateUnknown`.
+fn state_reason(state: &str) -> String {
+    let reason: String = state.chars().filter(char::is_ascii_alphanumeric).collect();
+    match reason.chars().next() {
+        None => "StateUnknown".to_owned(),
+        Some(c) if c.is_ascii_digit() => format!("State{reason}"),
+        Some(_) => reason,
+    }
+}
+
+/// Fills the instance's facts; every field is rebuilt, so a fact the API stops reporting goes away.
+fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
+    status.state = Some(i.state.clone());
+    status.addresses = i
+        .ip_set
+        .iter()
+        .filter(|ip| !ip.ip.is_empty())
+        .map(|ip| InstanceAddress {
+            type_: match ip.reach() {
+                Reach::External => AddressType::ExternalIp,
+                Reach::Internal => AddressType::InternalIp,
+            },
+            address: ip.ip.clone(),
+        })
+        .collect();
+    status.public_ip = status
+        .addresses
+        .iter()
+        .find(|a| a.type_ == AddressType::ExternalIp)
+        .map(|a| a.address.clone());
+    status.ssh = ssh_access(&i.ssh_login_command);
+    status.instance_name = non_empty(&i.name);
+    status.zone = non_empty(&i.zone);
+    status.machine_type = non_empty(&i.machine_type);
+    status.cpu = i.cpu.filter(|c| *c > 0);
+    status.memory = i.memory.filter(|m| *m > 0).map(mebibytes);
+    status.gpu = gpu(i);
+    status.image = Some(ImageInfo {
+        id: non_empty(&i.comp_share_image_id),
+        name: non_empty(&i.comp_share_image_name),
+        type_: non_empty(&i.comp_share_image_type),
+    })
+    .filter(|img| img.id.is_some() || img.name.is_some() || img.type_.is_some());
+    status.os = Some(OsInfo {
+        name: non_empty(&i.os_name),
+        type_: non_empty(&i.os_type),
+    })
+    .filter(|os| os.name.is_some() || os.type_.is_some());
+    status.instance_type = non_empty(&i.instance_type);
+    status.charge_type = non_empty(&i.charge_type);
+    status.spot = i.is_spot;
+    status.auto_renew = yes_no(&i.auto_renew);
+    status.expired = yes_no(&i.is_expire);
+    status.create_time = i.create_time.and_then(unix_time);
+    status.expire_time = i.expire_time.and_then(unix_time);
+    status.softwares = i
+        .softwares
+        .iter()
+        .filter(|s| !s.name.is_empty() || !s.url.is_empty())
+        .map(|s| SoftwareEndpoint {
+            name: s.name.clone(),
+            url: s.url.clone(),
+        })
+        .collect();
+}
+
+fn ssh_access(command: &str) -> Option<SshAccess> {
+    let login = parse_login_command(command)?;
+    let address = if login.host.contains(':') {
+        format!("[{}]:{}", login.host, login.port)
+    } else {
+        format!("{}:{}", login.host, login.port)
+    };
+    Some(SshAccess {
+        command: command.to_owned(),
+        user: login.user,
+        host: login.host,
+        port: i32::from(login.port),
+        address,
+    })
+}
+
+fn gpu(i: &Instance) -> Option<GpuInfo> {
+    let count = i.gpu.filter(|g| *g > 0);
+    let type_ = non_empty(&i.gpu_type);
+    if count.is_none() && type_.is_none() {
+        return None;
+    }
+    let summary = match (&type_, count) {
+        (Some(t), Some(n)) => format!("{t}×{n}"),
+        (Some(t), None) => t.clone(),
+        (None, Some(n)) => format!("GPU×{n}"),
+        (None, None) => unreachable!("checked above"),
+    };
+    Some(GpuInfo {
+        count,
+        type_,
+        memory: i
+            .graphics_memory
+            .as_ref()
+            .and_then(|m| m.value)
+            .filter(|v| *v > 0.0)
+            .map(gigabytes),
+        summary,
+    })
+}
+
+/// The API's "MB" are MiB (65536 is a 64 GiB machine).
+fn mebibytes(mib: i64) -> Quantity {
+    if mib % 1024 == 0 {
+        Quantity(format!("{}Gi", mib / 1024))
+    } else {
+        Quantity(format!("{mib}Mi"))
+    }
+}
+
+fn gigabytes(gib: f64) -> Quantity {
+    if gib.fract() == 0.0 {
+        Quantity(format!("{}Gi", gib as i64))
+    } else {
+        Quantity(format!("{}Mi", (gib * 1024.0).round() as i64))
+    }
+}
+
+fn unix_time(seconds: i64) -> Option<Time> {
+    (seconds > 0)
+        .then(|| jiff::Timestamp::from_second(seconds).ok())
+        .flatten()
+        .map(Time)
+}
+
+fn yes_no(value: &str) -> Option<bool> {
+    match value {
+        "Yes" | "yes" | "true" => Some(true),
+        "No" | "no" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// The conditions being computed, with the rules for updating one.
+struct Conditions<'a> {
+    list: Vec<Condition>,
+    generation: Option<i64>,
+    now: &'a Time,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+        let updated = Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: self.generation,
+            last_transition_time: self.now.clone(),
+        };
+        match self.list.iter_mut().find(|c| c.type_ == type_) {
+            Some(existing) if existing.status == status => {
+                let since = existing.last_transition_time.clone();
+                *existing = Condition {
+                    last_transition_time: since,
+                    ..updated
+                };
+            }
+            Some(existing) => *existing = updated,
+            None => self.list.push(updated),
+        }
+    }
+
+    fn set_if_absent(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+        if self.has(type_) {
+            // Still claim it for this generation.
+            if let Some(c) = self.list.iter_mut().find(|c| c.type_ == type_) {
+                c.observed_generation = self.generation;
+            }
+        } else {
+            self.set(type_, status, reason, message);
+        }
+    }
+
+    fn has(&self, type_: &str) -> bool {
+        self.list.iter().any(|c| c.type_ == type_)
+    }
+
+    fn is_true(&self, type_: &str) -> bool {
+        self.list
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == TRUE)
+    }
+}
+
+/// The status of condition `type_`, if present.
+pub fn condition<'a>(
+    status: Option<&'a CompShareInstanceStatus>,
+    type_: &str,
+) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compshare::model::{GraphicsMemory, IpInfo, Password, Software};
+    use crate::resource::CompShareInstanceSpec;
+    use std::sync::Arc;
+
+    fn resource(generation: i64) -> CompShareInstance {
+        let mut r = CompShareInstance::new(
+            "gpu",
+            CompShareInstanceSpec {
+                uhost_id: "uhost-1".into(),
+                region: "cn-wlcb".into(),
+                zone: None,
+                project_id: None,
+                credentials_ref: None,
+                poll_interval: None,
+                write_connection_secret_to_ref: None,
+            },
+        );
+        r.metadata.namespace = Some("team".into());
+        r.metadata.generation = Some(generation);
+        r
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn instance(state: &str) -> Instance {
+        Instance {
+            u_host_id: "uhost-1".into(),
+            name: "trainer".into(),
+            state: state.into(),
+            zone: "cn-wlcb-01".into(),
+            region: "cn-wlcb".into(),
+            machine_type: "G".into(),
+            cpu: Some(16),
+            memory: Some(65536),
+            gpu: Some(2),
+            gpu_type: "4090".into(),
+            graphics_memory: Some(GraphicsMemory { value: Some(24.0) }),
+            charge_type: "Month".into(),
+            create_time: Some(1712563200),
+            expire_time: Some(1715155200),
+            is_expire: "No".into(),
+            auto_renew: "Yes".into(),
+            is_spot: Some(false),
+            comp_share_image_id: "compshareImage-1".into(),
+            comp_share_image_name: "PyTorch 2.1".into(),
+            comp_share_image_type: "System".into(),
+            instance_type: "UHost".into(),
+            os_name: "Ubuntu 22.04".into(),
+            os_type: "Linux".into(),
+            password: Some(Password::from("c2VjcmV0LXB3")),
+            ssh_login_command: "ssh root@117.50.1.2 -p 60022".into(),
+            ip_set: vec![
+                IpInfo {
+                    ip: "10.9.0.4".into(),
+                    r#type: "Private".into(),
+                },
+                IpInfo {
+                    ip: "117.50.1.2".into(),
+                    r#type: "Bgp".into(),
+                },
+            ],
+            softwares: vec![Software {
+                name: "JupyterLab".into(),
+                url: "https://117.50.1.2:8888".into(),
+            }],
+        }
+    }
+
+    fn observed(outcome: Outcome, instance: Option<Instance>) -> Observation {
+        Observation {
+            instance: instance.map(Arc::new),
+            outcome,
+            refresh: None,
+        }
+    }
+
+    fn compute(
+        r: &CompShareInstance,
+        situation: Situation<'_>,
+        now: i64,
+    ) -> CompShareInstanceStatus {
+        desired(Inputs {
+            resource: r,
+            situation,
+            connection_problem: None,
+            connection_secret: None,
+            now: &at(now),
+        })
+    }
+
+    /// Computes and stores the status, as the apiserver would after a write.
+    fn step(r: &mut CompShareInstance, situation: Situation<'_>, now: i64) {
+        r.status = Some(compute(r, situation, now));
+    }
+
+    fn cond<'a>(r: &'a CompShareInstance, type_: &str) -> (&'a str, &'a str, i64) {
+        let c = condition(r.status.as_ref(), type_).unwrap_or_else(|| panic!("no {type_}"));
+        (
+            c.status.as_str(),
+            c.reason.as_str(),
+            c.last_transition_time.0.as_second(),
+        )
+    }
+
+    fn api(code: i64, message: &str) -> CallError {
+        CallError::Api {
+            code,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_new_resource_is_unknown_and_in_progress_until_observed() {
+        let mut r = resource(1);
+        step(&mut r, Situation::Watched(None), 100);
+        assert_eq!(cond(&r, READY), (UNKNOWN, AWAITING, 100));
+        assert_eq!(cond(&r, SYNCED), (UNKNOWN, AWAITING, 100));
+        assert_eq!(cond(&r, RECONCILING), (TRUE, AWAITING, 100));
+        assert_eq!(cond(&r, STALLED).0, FALSE);
+        assert_eq!(cond(&r, PAUSED).0, FALSE);
+        let types: Vec<&str> = r
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(types, CONDITION_ORDER);
+    }
+
+    #[test]
+    fn a_running_instance_is_ready_with_its_facts() {
+        let mut r = resource(3);
+        step(&mut r, Situation::Watched(None), 100);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&o)), 101);
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 101));
+        assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 101));
+        assert_eq!(cond(&r, RECONCILING), (FALSE, "NotReconciling", 101));
+        assert_eq!(cond(&r, STALLED), (FALSE, "NotStalled", 100));
+        let s = r.status.as_ref().unwrap();
+        assert_eq!(s.observed_generation, Some(3));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(s.state.as_deref(), Some("Running"));
+        assert_eq!(s.public_ip.as_deref(), Some("117.50.1.2"));
+        assert_eq!(
+            s.addresses,
+            [
+                InstanceAddress {
+                    type_: AddressType::InternalIp,
+                    address: "10.9.0.4".into()
+                },
+                InstanceAddress {
+                    type_: AddressType::ExternalIp,
+                    address: "117.50.1.2".into()
+                },
+            ]
+        );
+        let ssh = s.ssh.as_ref().unwrap();
+        assert_eq!(
+            (ssh.user.as_deref(), ssh.host.as_str(), ssh.port),
+            (Some("root"), "117.50.1.2", 60022)
+        );
+        assert_eq!(ssh.address, "117.50.1.2:60022");
+        assert_eq!(s.memory, Some(Quantity("64Gi".into())));
+        let gpu = s.gpu.as_ref().unwrap();
+        assert_eq!((gpu.summary.as_str(), gpu.count), ("4090×2", Some(2)));
+        assert_eq!(gpu.memory, Some(Quantity("24Gi".into())));
+        assert_eq!(s.auto_renew, Some(true));
+        assert_eq!(s.expired, Some(false));
+        let json = serde_json::to_value(s).unwrap();
+        assert_eq!(json["createTime"], "2024-04-08T08:00:00Z");
+        assert_eq!(json["softwares"][0]["name"], "JupyterLab");
+    }
+
+    #[test]
+    fn the_same_observation_later_gives_an_identical_status() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let first = r.status.clone().unwrap();
+        assert_eq!(compute(&r, Situation::Watched(Some(&o)), 5000), first);
+        // An operator restart (no observation yet) changes nothing either.
+        assert_eq!(compute(&r, Situation::Watched(None), 6000), first);
+    }
+
+    #[test]
+    fn a_state_change_moves_only_the_conditions_that_changed() {
+        let mut r = resource(1);
+        let running = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&running)), 100);
+        let stopping = observed(Outcome::Found, Some(instance("Stopping")));
+        step(&mut r, Situation::Watched(Some(&stopping)), 200);
+        assert_eq!(cond(&r, READY), (FALSE, "Stopping", 200));
+        assert_eq!(cond(&r, RECONCILING), (TRUE, "Stopping", 200));
+        assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 100));
+        let stopped = observed(Outcome::Found, Some(instance("Stopped")));
+        step(&mut r, Situation::Watched(Some(&stopped)), 300);
+        assert_eq!(cond(&r, READY), (FALSE, "Stopped", 200));
+        assert_eq!(cond(&r, RECONCILING), (FALSE, "NotReconciling", 300));
+    }
+
+    #[test]
+    fn unknown_and_unreadable_states_are_kept_verbatim() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Hibernating 2")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        assert_eq!(
+            r.status.as_ref().unwrap().state.as_deref(),
+            Some("Hibernating 2")
+        );
+        assert_eq!(cond(&r, READY), (FALSE, "Hibernating2", 100));
+        let o = observed(Outcome::Found, Some(instance("")));
+        step(&mut r, Situation::Watched(Some(&o)), 200);
+        assert_eq!(cond(&r, READY), (UNKNOWN, "StateUnknown", 200));
+        assert_eq!(state_reason("9lives"), "State9lives");
+    }
+
+    #[test]
+    fn install_failure_stalls() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Install Fail")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        assert_eq!(cond(&r, STALLED), (TRUE, "InstallFailed", 100));
+        assert_eq!(cond(&r, READY), (FALSE, "InstallFailed", 100));
+        assert_eq!(cond(&r, SYNCED).0, TRUE);
+    }
+
+    #[test]
+    fn a_vanished_instance_stalls_and_keeps_what_was_known() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let gone = observed(Outcome::NotFound, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&gone)), 200);
+        assert_eq!(cond(&r, STALLED), (TRUE, "NotFound", 200));
+        assert_eq!(cond(&r, READY), (FALSE, "NotFound", 200));
+        let s = r.status.as_ref().unwrap();
+        assert_eq!(s.public_ip.as_deref(), Some("117.50.1.2"));
+        assert_eq!(s.addresses.len(), 2);
+        assert!(s.conditions.iter().any(|c| c.message.contains("uhost-1")));
+    }
+
+    #[test]
+    fn a_transient_failure_shows_the_cloud_code_and_keeps_ready_and_facts() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let before = r.status.clone().unwrap();
+        let failed = observed(
+            Outcome::Failed(api(153, "Request too frequent")),
+            Some(instance("Running")),
+        );
+        step(&mut r, Situation::Watched(Some(&failed)), 200);
+        assert_eq!(cond(&r, SYNCED), (FALSE, "Throttled", 200));
+        let message = &condition(r.status.as_ref(), SYNCED).unwrap().message;
+        assert_eq!(
+            message,
+            "DescribeCompShareInstance failed: RetCode 153: Request too frequent"
+        );
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
+        assert_eq!(cond(&r, STALLED).0, FALSE);
+        let after = r.status.as_ref().unwrap();
+        assert_eq!(after.addresses, before.addresses);
+        assert_eq!(after.ssh, before.ssh);
+        // Recovery flips Synced back, nothing else moves.
+        step(&mut r, Situation::Watched(Some(&o)), 300);
+        assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 300));
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
+    }
+
+    #[test]
+    fn transport_level_failures_have_their_own_reasons() {
+        for (error, reason) in [
+            (
+                CallError::Timeout(std::time::Duration::from_secs(10)),
+                "Timeout",
+            ),
+            (
+                CallError::Transport("connection reset".into()),
+                "Unreachable",
+            ),
+            (
+                CallError::Malformed("expected value".into()),
+                "MalformedAnswer",
+            ),
+            (CallError::Http { status: 503 }, "HTTPError"),
+            (api(150, "service unavailable"), "CloudError"),
+        ] {
+            let mut r = resource(1);
+            let o = observed(Outcome::Failed(error), None);
+            step(&mut r, Situation::Watched(None), 100);
+            step(&mut r, Situation::Watched(Some(&o)), 200);
+            assert_eq!(cond(&r, SYNCED), (FALSE, reason, 200));
+            assert_eq!(cond(&r, READY).0, UNKNOWN);
+        }
+    }
+
+    #[test]
+    fn rejected_credentials_stall_with_the_cloud_message() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Failed(api(171, "Signature VerifyAC Error")), None);
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        assert_eq!(cond(&r, SYNCED), (FALSE, "CredentialsRejected", 100));
+        assert_eq!(cond(&r, STALLED), (TRUE, "CredentialsRejected", 100));
+        let message = &condition(r.status.as_ref(), STALLED).unwrap().message;
+        assert!(
+            message.contains("RetCode 171: Signature VerifyAC Error"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unusable_credentials_stall_before_any_call() {
+        let mut r = resource(1);
+        let problem = Problem {
+            reason: "CredentialsMissing",
+            message: "Secret team/keys not found".into(),
+        };
+        step(&mut r, Situation::CredentialsProblem(&problem), 100);
+        assert_eq!(cond(&r, STALLED), (TRUE, "CredentialsMissing", 100));
+        assert_eq!(cond(&r, SYNCED), (FALSE, "CredentialsMissing", 100));
+        assert_eq!(cond(&r, READY), (FALSE, "CredentialsMissing", 100));
+    }
+
+    #[test]
+    fn pausing_keeps_what_is_known() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        step(&mut r, Situation::Paused, 200);
+        assert_eq!(cond(&r, PAUSED), (TRUE, "PausedByAnnotation", 200));
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
+        assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 100));
+        step(&mut r, Situation::Watched(None), 300);
+        assert_eq!(cond(&r, PAUSED), (FALSE, "NotPaused", 300));
+
+        let mut fresh = resource(1);
+        step(&mut fresh, Situation::Paused, 100);
+        assert_eq!(cond(&fresh, READY).0, UNKNOWN);
+    }
+
+    #[test]
+    fn a_handled_refresh_is_recorded() {
+        let mut r = resource(1);
+        let mut o = observed(Outcome::Found, Some(instance("Running")));
+        o.refresh = Some("2026-11-26T10:00:00Z".into());
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        assert_eq!(
+            r.status.as_ref().unwrap().last_handled_refresh.as_deref(),
+            Some("2026-11-26T10:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_new_generation_is_claimed_by_every_condition() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        r.metadata.generation = Some(2);
+        step(&mut r, Situation::Watched(None), 200);
+        let s = r.status.as_ref().unwrap();
+        assert_eq!(s.observed_generation, Some(2));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
+    }
+
+    #[test]
+    fn zone_mismatch_stalls() {
+        let mut r = resource(1);
+        r.spec.zone = Some("cn-wlcb-02".into());
+        let o = observed(
+            Outcome::ZoneMismatch {
+                actual: "cn-wlcb-01".into(),
+            },
+            Some(instance("Running")),
+        );
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        assert_eq!(cond(&r, STALLED), (TRUE, "ZoneMismatch", 100));
+    }
+
+    #[test]
+    fn a_connection_secret_conflict_stalls_without_hiding_other_problems() {
+        let r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        let conflict = Problem {
+            reason: "ConnectionSecretConflict",
+            message: "Secret team/ssh exists and is not owned by this resource".into(),
+        };
+        let status = desired(Inputs {
+            resource: &r,
+            situation: Situation::Watched(Some(&o)),
+            connection_problem: Some(&conflict),
+            connection_secret: None,
+            now: &at(100),
+        });
+        let stalled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == STALLED)
+            .unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            (TRUE, "ConnectionSecretConflict")
+        );
+    }
+
+    #[test]
+    fn the_password_never_reaches_status() {
+        let mut r = resource(1);
+        let o = observed(Outcome::Found, Some(instance("Running")));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let json = serde_json::to_string(&r.status).unwrap();
+        assert!(!json.contains("c2VjcmV0LXB3") && !json.contains("secret-pw"));
+    }
+
+    #[test]
+    fn container_instances_without_addresses_are_reached_by_ssh() {
+        let mut r = resource(1);
+        let mut i = instance("Running");
+        i.ip_set.clear();
+        i.ssh_login_command = "ssh -p 23 root@gw.example.com".into();
+        let o = observed(Outcome::Found, Some(i));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let s = r.status.as_ref().unwrap();
+        assert!(s.addresses.is_empty() && s.public_ip.is_none());
+        assert_eq!(s.ssh.as_ref().unwrap().address, "gw.example.com:23");
+    }
+}
