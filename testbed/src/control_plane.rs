@@ -34,6 +34,8 @@ const SERVING_PROBES: &[&str] = &[
     "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin",
     "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/system:discovery",
 ];
+/// Created by the controller manager's serviceaccount controller once its controllers run.
+const CONTROLLER_MANAGER_PROBES: &[&str] = &["/api/v1/namespaces/default/serviceaccounts/default"];
 
 const ADMIN: &str = "admin";
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -44,6 +46,7 @@ const CERT_DIR: &str = "certs";
 /// Where kube-apiserver writes its self-signed serving certificate (the `apiserver` pair in
 /// `--cert-dir`).
 const SERVING_CERT: &str = "certs/apiserver.crt";
+const CA_CERT: &str = "ca.crt";
 const TOKENS: &str = "tokens.csv";
 const SIGNING_KEY: &str = "service-account.key";
 /// The public half, separately: `--service-account-key-file` takes ECDSA keys only as public keys
@@ -55,6 +58,9 @@ const KUBECTL_CACHE: &str = "kubectl-cache";
 /// How to start a [`ControlPlane`].
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Also run kube-controller-manager, for garbage collection of owned objects, namespace
+    /// deletion and ServiceAccount tokens.
+    pub controller_manager: bool,
     /// The control plane's directory (state, logs, kubeconfigs). It must be empty or absent. Like
     /// the default, a new temporary directory, it is removed at the stop unless
     /// `COMPSHARE_TESTBED_KEEP=1`.
@@ -63,7 +69,7 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
 }
 
-/// etcd and kube-apiserver, running until this is dropped.
+/// etcd, kube-apiserver and optionally kube-controller-manager, running until this is dropped.
 ///
 /// The processes do not belong to any thread or async runtime, so one control plane can serve
 /// many tests, each with its own runtime; [`client`](Self::client) makes a client for the
@@ -125,6 +131,7 @@ impl ControlPlane {
             )?;
             Ok((ca_pem, kubeconfig::config(kubeconfig).await?))
         })?;
+        layout.write(CA_CERT, &ca_pem)?;
 
         let control_plane = ControlPlane {
             processes,
@@ -133,10 +140,13 @@ impl ControlPlane {
             kube_config,
         };
         control_plane.wait_until_serving()?;
+        if options.controller_manager {
+            control_plane.start_controller_manager()?;
+        }
         Ok(control_plane)
     }
 
-    /// The control plane of this test process, started by the first
+    /// The control plane of this test process, with the controller manager, started by the first
     /// caller. Give each test its own namespace ([`create_namespace`](Self::create_namespace)).
     ///
     /// It is stopped and its directory removed when the process exits; when the process is
@@ -153,7 +163,10 @@ impl ControlPlane {
             }
         }
         let started = SHARED.get_or_init(|| {
-            let started = ControlPlane::start(Options::default());
+            let started = ControlPlane::start(Options {
+                controller_manager: true,
+                ..Options::default()
+            });
             if started.is_ok() {
                 // Statics are never dropped; without this its directory would outlive the run.
                 // SAFETY: registers a plain function; failure only means the directory is left.
@@ -183,7 +196,7 @@ impl ControlPlane {
     }
 
     /// The control plane's directory: state, kubeconfigs, and the components' logs
-    /// (`etcd.log`, `kube-apiserver.log`).
+    /// (`etcd.log`, `kube-apiserver.log`, `kube-controller-manager.log`).
     pub fn dir(&self) -> &Path {
         &self.layout.dir.0
     }
@@ -273,6 +286,15 @@ impl ControlPlane {
     fn shut_down(&self) {
         self.lock().stop_everything();
         self.layout.dir.remove();
+    }
+
+    fn start_controller_manager(&self) -> Result<(), Error> {
+        launch(
+            &self.processes,
+            &self.layout,
+            &[Component::ControllerManager],
+        )?;
+        self.wait_for_probes(Component::ControllerManager, CONTROLLER_MANAGER_PROBES)
     }
 
     fn wait_until_serving(&self) -> Result<(), Error> {
@@ -470,6 +492,20 @@ impl Layout {
                     path_flag("token-auth-file", TOKENS),
                     path_flag("service-account-key-file", VERIFICATION_KEY),
                     path_flag("service-account-signing-key-file", SIGNING_KEY),
+                ]),
+            Component::ControllerManager => command
+                .args([
+                    "--leader-elect=false",
+                    // Readiness is observed through the API; no port to pick.
+                    "--secure-port=0",
+                    "--controllers=garbage-collector-controller,namespace-controller,\
+                     serviceaccount-controller,serviceaccount-token-controller,\
+                     clusterrole-aggregation-controller",
+                ])
+                .args([
+                    path_flag("kubeconfig", ADMIN_KUBECONFIG),
+                    path_flag("service-account-private-key-file", SIGNING_KEY),
+                    path_flag("root-ca-file", CA_CERT),
                 ]),
         };
         command

@@ -1,6 +1,6 @@
 //! A real Kubernetes control plane for the operator's integration tests and quick start:
-//! etcd and kube-apiserver (RBAC enforced, service account tokens), on loopback ports, in a
-//! directory of its own.
+//! etcd, kube-apiserver (RBAC enforced, service account tokens) and optionally
+//! kube-controller-manager (garbage collection), on loopback ports, in a directory of its own.
 //!
 //! An integration-test binary shares one control plane among its tests, each working in its own
 //! namespace:
@@ -36,6 +36,7 @@ pub use kubeconfig::client_from_kubeconfig;
 pub enum Component {
     Etcd,
     ApiServer,
+    ControllerManager,
 }
 
 impl Component {
@@ -43,6 +44,7 @@ impl Component {
         match self {
             Component::Etcd => "etcd",
             Component::ApiServer => "kube-apiserver",
+            Component::ControllerManager => "kube-controller-manager",
         }
     }
 }

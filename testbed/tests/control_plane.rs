@@ -1,5 +1,6 @@
 //! The control plane against itself: what the operator's tests rely on.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -8,10 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compshare_testbed::{Component, ControlPlane, Error, Options, client_from_kubeconfig};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 /// Polls `condition` until it holds, for things the control plane does asynchronously.
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
@@ -19,6 +21,21 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
     while !condition().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..ConfigMap::default()
     }
 }
 
@@ -109,6 +126,38 @@ async fn rbac_is_enforced_for_service_accounts() {
         "the RoleBinding lets the ServiceAccount list secrets",
         async || reader.list(&ListParams::default()).await.is_ok(),
     )
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_collector_deletes_dependents_of_deleted_owners() {
+    let control_plane = ControlPlane::shared();
+    let namespace = control_plane.create_namespace("gc").await.unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(control_plane.client().await, &namespace);
+    let owner = config_maps
+        .create(&PostParams::default(), &config_map("owner", &[]))
+        .await
+        .unwrap();
+    let mut dependent = config_map("dependent", &[]);
+    dependent.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap(),
+        ..OwnerReference::default()
+    }]);
+    config_maps
+        .create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
+
+    config_maps
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the garbage collector deletes the dependent", async || {
+        config_maps.get_opt("dependent").await.unwrap().is_none()
+    })
     .await;
 }
 
