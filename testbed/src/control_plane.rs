@@ -277,6 +277,29 @@ impl ControlPlane {
             .name_any())
     }
 
+    /// Stops kube-apiserver and etcd, keeping their data; clients see connections refused until
+    /// [`start_apiserver`](Self::start_apiserver).
+    pub fn stop_apiserver(&self) {
+        self.lock().stop(&[Component::ApiServer, Component::Etcd]);
+    }
+
+    /// Starts kube-apiserver and etcd again, on the same ports with the same data and
+    /// certificates, and waits until they serve.
+    pub fn start_apiserver(&self) -> Result<(), Error> {
+        launch(
+            &self.processes,
+            &self.layout,
+            &[Component::Etcd, Component::ApiServer],
+        )?;
+        self.wait_until_serving()
+    }
+
+    /// [`stop_apiserver`](Self::stop_apiserver), then [`start_apiserver`](Self::start_apiserver).
+    pub fn restart_apiserver(&self) -> Result<(), Error> {
+        self.stop_apiserver();
+        self.start_apiserver()
+    }
+
     /// Stops every component (SIGTERM, then SIGKILL after a grace period) and removes the
     /// directory unless `COMPSHARE_TESTBED_KEEP=1`. Dropping does the same.
     pub fn stop(self) {

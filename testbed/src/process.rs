@@ -103,9 +103,20 @@ impl Processes {
         Ok(())
     }
 
+    pub(crate) fn stop(&mut self, components: &[Component]) {
+        let mut components = components.to_vec();
+        // Dependents first, the reverse of the start order: etcd does not exit while kube-apiserver
+        // still holds watches on it.
+        components.sort_unstable_by(|a, b| b.cmp(a));
+        for component in components {
+            if let Some(process) = self.0.remove(&component) {
+                process.stop();
+            }
+        }
+    }
+
     pub(crate) fn stop_everything(&mut self) {
-        // Dependents first, the reverse of the start order: etcd does not exit while
-        // kube-apiserver still holds watches on it.
+        // In reverse start order, like `stop`.
         while let Some((_, process)) = self.0.pop_last() {
             process.stop();
         }

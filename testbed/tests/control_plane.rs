@@ -12,8 +12,8 @@ use compshare_testbed::{Component, ControlPlane, Error, Options, client_from_kub
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
 
 /// Polls `condition` until it holds, for things the control plane does asynchronously.
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
@@ -159,6 +159,42 @@ async fn garbage_collector_deletes_dependents_of_deleted_owners() {
         config_maps.get_opt("dependent").await.unwrap().is_none()
     })
     .await;
+}
+
+#[test]
+fn restart_keeps_data_and_credentials() {
+    let control_plane = ControlPlane::start(Options::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config_maps = |client: Client| Api::<ConfigMap>::namespaced(client, "default");
+    runtime.block_on(async {
+        config_maps(control_plane.client().await)
+            .create(
+                &PostParams::default(),
+                &config_map("survivor", &[("key", "value")]),
+            )
+            .await
+            .unwrap();
+    });
+
+    control_plane.restart_apiserver().unwrap();
+
+    runtime.block_on(async {
+        let survivor = config_maps(control_plane.client().await)
+            .get("survivor")
+            .await
+            .unwrap();
+        assert_eq!(survivor.data.unwrap()["key"], "value");
+    });
+    // The same CA and token still work: kubeconfigs handed out before the restart stay valid.
+    let output = control_plane.kubectl(["get", "configmap", "survivor"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
