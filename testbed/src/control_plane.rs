@@ -46,6 +46,8 @@ const CERT_DIR: &str = "certs";
 /// Where kube-apiserver writes its self-signed serving certificate (the `apiserver` pair in
 /// `--cert-dir`).
 const SERVING_CERT: &str = "certs/apiserver.crt";
+/// The serving CA alone, for kube-controller-manager's `--root-ca-file`, which puts it into
+/// ServiceAccount token Secrets.
 const CA_CERT: &str = "ca.crt";
 const TOKENS: &str = "tokens.csv";
 const SIGNING_KEY: &str = "service-account.key";
