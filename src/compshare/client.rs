@@ -158,22 +158,26 @@ impl Client {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let result = self
-            .http
-            .post(&self.endpoint)
-            .query(&[("Action", action)])
-            .header("U-Timestamp-Ms", millis.to_string())
-            .form(&form)
-            .send()
-            .await;
-        let response = result.map_err(|e| self.transport_error(e))?;
-        let request_id = response
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let outcome = read_answer(response, self).await;
+        let mut request_id = String::new();
+        let outcome = async {
+            let response = self
+                .http
+                .post(&self.endpoint)
+                .query(&[("Action", action)])
+                .header("U-Timestamp-Ms", millis.to_string())
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| self.transport_error(e))?;
+            request_id = response
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            read_answer(response, self).await
+        }
+        .await;
         if let Err(error) = &outcome {
             tracing::warn!(action, %error, request_id, "CompShare API call failed");
         }
