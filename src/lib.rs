@@ -7,3 +7,4 @@
 //! - [`simulator`]: a strict stand-in for the CompShare gateway, for tests and pipelines.
 
 pub mod compshare;
+pub mod simulator;
