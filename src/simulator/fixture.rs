@@ -29,7 +29,7 @@ const EMBEDDED_DEFAULT: &str = include_str!("default-fixture.yaml");
 /// Why a fixture cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FixtureError {
-    #[error("cannot read fixture {path}: {source}")]
+    #[error("cannot read fixture {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -42,13 +42,12 @@ pub enum FixtureError {
         index: usize,
         problem: AccountProblem,
     },
-    #[error("instances[{index}] ({id}): {source}")]
+    #[error("instances[{index}] ({id}): {problem}")]
     Instance {
         index: usize,
         /// The instance's `UHostId`, or `?` when it has none.
         id: String,
-        #[source]
-        source: InstanceError,
+        problem: InstanceError,
     },
 }
 
@@ -130,7 +129,7 @@ impl Fixture {
             shape::fill_defaults(&mut fields, now);
             StoredInstance::place(fields, &accounts)
                 .and_then(|instance| inventory.add(instance))
-                .map_err(|source| FixtureError::Instance { index, id, source })?;
+                .map_err(|problem| FixtureError::Instance { index, id, problem })?;
         }
         Ok(Fixture {
             accounts,
@@ -207,7 +206,7 @@ mod tests {
 
     fn instance_error(yaml: &str) -> (usize, String, InstanceError) {
         match Fixture::from_yaml(yaml).unwrap_err() {
-            FixtureError::Instance { index, id, source } => (index, id, source),
+            FixtureError::Instance { index, id, problem } => (index, id, problem),
             other => panic!("expected an instance error, got {other}"),
         }
     }
