@@ -9,7 +9,7 @@ use crate::compshare::signing::Params;
 use super::accounts::Account;
 use super::inventory::{Inventory, Page, Query};
 
-pub(super) const GET_PROJECT_LIST_ACTION: &str = "GetProjectList";
+const GET_PROJECT_LIST_ACTION: &str = "GetProjectList";
 
 /// The vendor's page: "Limit 每页数量,默认 20,最大 100".
 const DEFAULT_LIMIT: usize = 20;
@@ -22,12 +22,18 @@ pub(super) enum Action {
 }
 
 impl Action {
-    pub fn from_name(name: &str) -> Option<Action> {
-        match name {
-            DESCRIBE_ACTION => Some(Action::DescribeInstances),
-            GET_PROJECT_LIST_ACTION => Some(Action::GetProjectList),
-            _ => None,
+    const ALL: [Action; 2] = [Action::DescribeInstances, Action::GetProjectList];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::DescribeInstances => DESCRIBE_ACTION,
+            Action::GetProjectList => GET_PROJECT_LIST_ACTION,
         }
+    }
+
+    /// Action names are case-sensitive, as the gateway's are.
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|action| action.name() == name)
     }
 }
 

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::faults::FaultSpec;
+use super::faults::{FaultSpec, FaultView};
 use super::inventory::{InstanceError, StoredInstance};
 use super::shape::{self, UHOST_ID, UPDATE_TIME};
 use super::{Shared, lock, read, write};
@@ -164,21 +164,19 @@ async fn delete_instance(
     }
 }
 
-async fn inject_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let spec: FaultSpec = match parse_json(&body) {
-        Ok(spec) => spec,
-        Err(error) => return error.into_response(),
-    };
-    match lock(&shared.faults).inject(spec, Instant::now()) {
-        Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
-        Err(error) => {
-            AdminError(StatusCode::UNPROCESSABLE_ENTITY, error.to_string()).into_response()
-        }
-    }
+async fn inject_fault(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<FaultView>), AdminError> {
+    let spec: FaultSpec = parse_json(&body)?;
+    let view = lock(&shared.faults)
+        .inject(spec, Instant::now())
+        .map_err(|e| AdminError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
-async fn list_faults(State(shared): State<Arc<Shared>>) -> Response {
-    Json(lock(&shared.faults).list(Instant::now())).into_response()
+async fn list_faults(State(shared): State<Arc<Shared>>) -> Json<Vec<FaultView>> {
+    Json(lock(&shared.faults).list(Instant::now()))
 }
 
 async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {

@@ -146,7 +146,7 @@ async fn answer(shared: &Shared, params: &Params) -> Outcome {
     if let Some(answer) = taken.answer {
         return Outcome::fault(call.action, answer);
     }
-    let name = call.action.unwrap_or_default();
+    let name = action.name();
     match action {
         Action::DescribeInstances => {
             let page = actions::describe(&read(&shared.inventory), account, params, &taken.hidden);

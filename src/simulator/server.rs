@@ -143,6 +143,10 @@ async fn serve_connection(
     app: Router,
     mut stop_requested: watch::Receiver<bool>,
 ) {
+    // Answers are written in one go; Nagle's algorithm would only delay keep-alive calls.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
     let control = ConnectionControl::default();
     let service = app.map_request({
         let control = control.clone();
