@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -27,6 +28,27 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CompShareInstance CustomResourceDefinition as YAML.
     Crd,
+    /// Serve a simulated CompShare API gateway (admin interface under /_simulator/).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "COMPSHARE_SIMULATOR_LISTEN",
+        default_value = "127.0.0.1:8480"
+    )]
+    pub listen: SocketAddr,
+
+    /// YAML or JSON fixture; without it, a built-in demo account and instances.
+    #[arg(long, env = "COMPSHARE_SIMULATOR_FIXTURE")]
+    pub fixture: Option<PathBuf>,
+
+    /// Log format.
+    #[arg(long, env = "COMPSHARE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Args)]

@@ -14,4 +14,6 @@ pub mod poller;
 pub mod reconciler;
 pub mod resource;
 pub mod server;
+pub mod shutdown;
+pub mod simulator;
 pub mod telemetry;

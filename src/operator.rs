@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::poller::{BudgetConfig, Poller, PollerConfig, ScheduleConfig};
 use crate::reconciler::credentials::CredentialsPolicy;
 use crate::reconciler::{self, Context, Settings};
-use crate::server;
+use crate::{server, shutdown};
 
 pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
     let cloud = compshare::Client::new(&ClientConfig {
@@ -66,7 +66,7 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
         "starting compshare-operator"
     );
 
-    let shutdown = shutdown_signal().shared();
+    let shutdown = shutdown::signal().shared();
     let ready = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context::new(kube, poller, metrics.clone(), settings));
     let http = tokio::spawn(server::serve(
@@ -79,20 +79,4 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
     http.await?.context("metrics server")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

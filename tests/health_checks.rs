@@ -69,8 +69,18 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "Progressing",
             "inProgress",
         ),
-        ("running", with_conditions(Some("Running"), &healthy), "Healthy", "current"),
-        ("spec changed, not yet observed", new_generation, "Progressing", "inProgress"),
+        (
+            "running",
+            with_conditions(Some("Running"), &healthy),
+            "Healthy",
+            "current",
+        ),
+        (
+            "spec changed, not yet observed",
+            new_generation,
+            "Progressing",
+            "inProgress",
+        ),
         (
             "starting",
             with_conditions(
@@ -198,10 +208,12 @@ fn argocd_health_script() {
 #[test]
 fn argocd_config_map_inlines_the_same_script() {
     let script = repo_file("integrations/argocd/health.lua");
-    let cm: Value = serde_saphyr::from_str(&repo_file("integrations/argocd/argocd-cm.yaml")).unwrap();
-    let inlined = cm["data"]["resource.customizations.health.compshare.ucloud.cn_CompShareInstance"]
-        .as_str()
-        .expect("the health key");
+    let cm: Value =
+        serde_saphyr::from_str(&repo_file("integrations/argocd/argocd-cm.yaml")).unwrap();
+    let inlined =
+        cm["data"]["resource.customizations.health.compshare.ucloud.cn_CompShareInstance"]
+            .as_str()
+            .expect("the health key");
     assert_eq!(inlined, script);
 }
 

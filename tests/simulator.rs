@@ -1,0 +1,782 @@
+//! The simulator, started in-process, seen through the project's own client, raw HTTP and the
+//! vendor's official Python SDK.
+
+use std::process::Command;
+use std::time::Duration;
+
+use compshare_operator::compshare::client::REQUEST_ID_HEADER;
+use compshare_operator::compshare::signing::{self, Params};
+use compshare_operator::compshare::{
+    CallError, Client, ClientConfig, Credentials, DescribeRequest, DescribeResponse,
+};
+use compshare_operator::simulator::{Fixture, Simulator, SimulatorHandle};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const PUBLIC_KEY: &str = "test-public-key";
+const PRIVATE_KEY: &str = "test-private-key";
+const DEMO_PUBLIC_KEY: &str = "compshare-demo-public-key";
+const DEMO_PRIVATE_KEY: &str = "compshare-demo-private-key";
+
+/// `count` instances `uhost-00000`… in cn-wlcb, all Running, owned by the test account.
+fn fixture(count: usize) -> Fixture {
+    let instances: Vec<Value> = (0..count)
+        .map(|i| json!({"UHostId": id(i), "Region": "cn-wlcb", "Zone": "cn-wlcb-01", "State": "Running"}))
+        .collect();
+    let text = json!({
+        "accounts": [{"publicKey": PUBLIC_KEY, "privateKey": PRIVATE_KEY}],
+        "instances": instances,
+    });
+    Fixture::from_yaml(&text.to_string()).unwrap()
+}
+
+fn id(i: usize) -> String {
+    format!("uhost-{i:05}")
+}
+
+struct Harness {
+    sim: SimulatorHandle,
+    client: Client,
+    admin: reqwest::Client,
+}
+
+impl Harness {
+    async fn start(fixture: Fixture) -> Harness {
+        Harness::with_timeout(fixture, Duration::from_secs(5)).await
+    }
+
+    async fn with_timeout(fixture: Fixture, timeout: Duration) -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = Simulator::start(listener, fixture);
+        let client = Client::new(&ClientConfig {
+            endpoint: sim.endpoint(),
+            timeout,
+            allow_insecure_http: true,
+        })
+        .unwrap();
+        // The project's client has installed the process-wide TLS provider reqwest needs.
+        let admin = reqwest::Client::new();
+        Harness { sim, client, admin }
+    }
+
+    async fn describe(&self, request: DescribeRequest) -> Result<DescribeResponse, CallError> {
+        self.describe_as(&Credentials::new(PUBLIC_KEY, PRIVATE_KEY), request)
+            .await
+    }
+
+    async fn describe_as(
+        &self,
+        credentials: &Credentials,
+        request: DescribeRequest,
+    ) -> Result<DescribeResponse, CallError> {
+        self.client.describe(credentials, &request).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim.endpoint())
+    }
+
+    /// An admin call: the status and the JSON body (`Null` when empty).
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.admin.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, body)
+    }
+
+    async fn inject(&self, fault: Value) {
+        let (status, body) = self
+            .admin(reqwest::Method::POST, "/_simulator/faults", Some(fault))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+fn wlcb() -> DescribeRequest {
+    DescribeRequest {
+        region: "cn-wlcb".into(),
+        limit: Some(100),
+        ..DescribeRequest::default()
+    }
+}
+
+fn by_ids(ids: &[String]) -> DescribeRequest {
+    DescribeRequest {
+        uhost_ids: ids.to_vec(),
+        ..wlcb()
+    }
+}
+
+fn ids_of(response: &DescribeResponse) -> Vec<String> {
+    response
+        .u_host_set
+        .iter()
+        .map(|i| i.u_host_id.clone())
+        .collect()
+}
+
+fn api_code(result: Result<DescribeResponse, CallError>) -> i64 {
+    match result {
+        Err(CallError::Api { code, .. }) => code,
+        other => panic!("expected a RetCode error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pages_through_more_than_100_instances() {
+    let h = Harness::start(fixture(250)).await;
+    let mut seen = Vec::new();
+    for (offset, expected) in [(0, 100), (100, 100), (200, 50)] {
+        let page = h
+            .describe(DescribeRequest {
+                offset: Some(offset),
+                ..wlcb()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total_count, Some(250));
+        assert_eq!(page.u_host_set.len(), expected, "offset {offset}");
+        seen.extend(ids_of(&page));
+    }
+    assert_eq!(seen, (0..250).map(id).collect::<Vec<_>>());
+    let at_end = h
+        .describe(DescribeRequest {
+            offset: Some(250),
+            ..wlcb()
+        })
+        .await
+        .unwrap();
+    assert!(at_end.u_host_set.is_empty());
+
+    let past_end = h.describe(DescribeRequest {
+        offset: Some(251),
+        ..wlcb()
+    });
+    assert_eq!(api_code(past_end.await), 230);
+    let too_many = h.describe(DescribeRequest {
+        limit: Some(101),
+        ..wlcb()
+    });
+    assert_eq!(api_code(too_many.await), 230);
+    let ids: Vec<String> = (0..101).map(id).collect();
+    assert_eq!(api_code(h.describe(by_ids(&ids)).await), 230);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn asking_by_id_returns_exactly_those_instances() {
+    let h = Harness::start(fixture(250)).await;
+    let wanted: Vec<String> = [7, 180, 3, 249].into_iter().map(id).collect();
+    let mut asked = wanted.clone();
+    asked.push("uhost-nonexistent".into());
+    let answer = h.describe(by_ids(&asked)).await.unwrap();
+    let mut got = ids_of(&answer);
+    got.sort();
+    let mut expected = wanted;
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(answer.total_count, Some(4));
+
+    // Without a Limit the default of 20 applies to id queries too.
+    let thirty: Vec<String> = (0..30).map(id).collect();
+    let answer = h
+        .describe(DescribeRequest {
+            limit: None,
+            ..by_ids(&thirty)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer.u_host_set.len(), answer.total_count),
+        (20, Some(30))
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_unknown_keys_are_rejected() {
+    let h = Harness::start(fixture(1)).await;
+    let wrong_private = h
+        .describe_as(&Credentials::new(PUBLIC_KEY, "not-the-key"), wlcb())
+        .await;
+    assert_eq!(
+        wrong_private.unwrap_err(),
+        CallError::Api {
+            code: 171,
+            message: "Signature VerifyAC Error".into()
+        }
+    );
+    let unknown = h
+        .describe_as(&Credentials::new("nobody", PRIVATE_KEY), wlcb())
+        .await;
+    assert_eq!(api_code(unknown), 172);
+}
+
+#[tokio::test]
+async fn instances_come_in_the_full_shape_and_only_to_their_owner() {
+    let text = json!({
+        "accounts": [
+            {"publicKey": PUBLIC_KEY, "privateKey": PRIVATE_KEY},
+            {"publicKey": "other", "privateKey": "other-private"},
+        ],
+        "instances": [
+            {"UHostId": "uhost-mine", "Region": "cn-wlcb", "Owner": PUBLIC_KEY},
+            {"UHostId": "uhost-theirs", "Region": "cn-wlcb", "Owner": "other"},
+        ],
+    });
+    let h = Harness::start(Fixture::from_yaml(&text.to_string()).unwrap()).await;
+    let ids = ["uhost-mine".to_owned(), "uhost-theirs".to_owned()];
+    let answer = h.describe(by_ids(&ids)).await.unwrap();
+    assert_eq!(ids_of(&answer), ["uhost-mine"]);
+    let other = Credentials::new("other", "other-private");
+    let answer = h.describe_as(&other, by_ids(&ids)).await.unwrap();
+    assert_eq!(ids_of(&answer), ["uhost-theirs"]);
+
+    let raw = signed_call(
+        &h,
+        json!({"Action": "DescribeCompShareInstance", "Region": "cn-wlcb"}),
+    )
+    .await;
+    let element = raw["UHostSet"][0].as_object().unwrap();
+    for field in [
+        "IPSet",
+        "DiskSet",
+        "Softwares",
+        "GraphicsMemory",
+        "MonitorMessages",
+        "IsSpot",
+        "UpdateTime",
+        "InstancePrice",
+    ] {
+        assert!(element.contains_key(field), "{field} missing");
+    }
+    assert!(!element.contains_key("Owner"));
+    assert!(!element.contains_key("ProjectId"));
+}
+
+/// Signs `params` with the test account and sends them the way the SDKs do, returning the JSON.
+async fn signed_call(h: &Harness, params: Value) -> Value {
+    let mut form: Params = signing::flatten(params.as_object().unwrap());
+    signing::sign(&mut form, PUBLIC_KEY, PRIVATE_KEY);
+    let response = h.admin.post(h.url("/")).form(&form).send().await.unwrap();
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn get_json_and_form_requests_are_all_served_with_a_request_id() {
+    let h = Harness::start(fixture(3)).await;
+    let mut params: Params = signing::flatten(
+        json!({"Action": "DescribeCompShareInstance", "Region": "cn-wlcb", "UHostIds": [id(1)]})
+            .as_object()
+            .unwrap(),
+    );
+    signing::sign(&mut params, PUBLIC_KEY, PRIVATE_KEY);
+
+    let get = h.admin.get(h.url("/")).query(&params).send().await.unwrap();
+    assert!(get.headers().contains_key(REQUEST_ID_HEADER));
+    let get: Value = serde_json::from_slice(&get.bytes().await.unwrap()).unwrap();
+    assert_eq!(get["RetCode"], 0, "{get}");
+    assert_eq!(get["UHostSet"][0]["UHostId"], id(1));
+
+    let json_body: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let posted = h
+        .admin
+        .post(h.url("/?Action=DescribeCompShareInstance"))
+        .header("content-type", "application/json")
+        .body(Value::Object(json_body).to_string())
+        .send()
+        .await
+        .unwrap();
+    let posted: Value = serde_json::from_slice(&posted.bytes().await.unwrap()).unwrap();
+    assert_eq!(posted["TotalCount"], 1, "{posted}");
+
+    let missing_action = h
+        .admin
+        .post(h.url("/"))
+        .form(&[("Region", "cn-wlcb")])
+        .send()
+        .await
+        .unwrap();
+    let missing_action: Value =
+        serde_json::from_slice(&missing_action.bytes().await.unwrap()).unwrap();
+    assert_eq!(missing_action["RetCode"], 160);
+
+    let elsewhere = h.admin.post(h.url("/v1/describe")).send().await.unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 404);
+    assert!(elsewhere.headers().contains_key(REQUEST_ID_HEADER));
+}
+
+#[tokio::test]
+async fn get_project_list_names_the_default_project() {
+    let h = Harness::start(fixture(0)).await;
+    let answer = signed_call(&h, json!({"Action": "GetProjectList"})).await;
+    assert_eq!(answer["RetCode"], 0);
+    assert_eq!(answer["ProjectSet"][0]["IsDefault"], true);
+    let unknown = signed_call(&h, json!({"Action": "DeleteEverything"})).await;
+    assert_eq!(unknown["RetCode"], 161);
+}
+
+#[tokio::test]
+async fn throttling_and_retcode_faults_come_back_as_api_errors() {
+    let h = Harness::start(fixture(3)).await;
+    h.inject(json!({"kind": "throttle", "count": 1})).await;
+    assert_eq!(api_code(h.describe(wlcb()).await), 153);
+    h.inject(
+        json!({"kind": "retcode", "retCode": 150, "message": "Service unavailable", "count": 1}),
+    )
+    .await;
+    assert_eq!(
+        h.describe(wlcb()).await.unwrap_err(),
+        CallError::Api {
+            code: 150,
+            message: "Service unavailable".into()
+        }
+    );
+    h.inject(json!({"kind": "retcode", "retCode": 2000, "count": 1}))
+        .await;
+    assert_eq!(api_code(h.describe(wlcb()).await), 2000);
+    assert!(h.describe(wlcb()).await.is_ok());
+
+    // Throttling comes before verification: even a badly signed call is throttled.
+    h.inject(json!({"kind": "throttle", "count": 1})).await;
+    let bad = Credentials::new(PUBLIC_KEY, "wrong");
+    assert_eq!(api_code(h.describe_as(&bad, wlcb()).await), 153);
+    // A RetCode fault comes after it: the bad signature is reported, and the fault is kept.
+    h.inject(json!({"kind": "retcode", "retCode": 150, "count": 1}))
+        .await;
+    assert_eq!(api_code(h.describe_as(&bad, wlcb()).await), 171);
+    assert_eq!(api_code(h.describe(wlcb()).await), 150);
+}
+
+#[tokio::test]
+async fn transport_faults_come_back_as_transport_errors() {
+    let h = Harness::with_timeout(fixture(3), Duration::from_millis(300)).await;
+    h.inject(json!({"kind": "http", "status": 503, "count": 1}))
+        .await;
+    assert_eq!(
+        h.describe(wlcb()).await.unwrap_err(),
+        CallError::Http { status: 503 }
+    );
+    h.inject(json!({"kind": "malformed", "count": 1})).await;
+    assert!(matches!(
+        h.describe(wlcb()).await,
+        Err(CallError::Malformed(_))
+    ));
+    h.inject(json!({"kind": "drop", "count": 1})).await;
+    assert!(matches!(
+        h.describe(wlcb()).await,
+        Err(CallError::Transport(_))
+    ));
+    h.inject(json!({"kind": "latency", "latencyMs": 1000, "count": 1}))
+        .await;
+    assert!(matches!(
+        h.describe(wlcb()).await,
+        Err(CallError::Timeout(_))
+    ));
+    // A short delay and then an answer.
+    h.inject(json!({"kind": "latency", "latencyMs": 50, "count": 1}))
+        .await;
+    assert!(h.describe(wlcb()).await.is_ok());
+    h.inject(json!({"kind": "http", "status": 502, "latencyMs": 50, "count": 1}))
+        .await;
+    assert_eq!(
+        h.describe(wlcb()).await.unwrap_err(),
+        CallError::Http { status: 502 }
+    );
+    assert!(h.describe(wlcb()).await.is_ok());
+}
+
+#[tokio::test]
+async fn omit_hides_instances_even_when_asked_for() {
+    let h = Harness::start(fixture(5)).await;
+    h.inject(json!({"kind": "omit", "ids": [id(1), id(3)], "count": 1}))
+        .await;
+    let asked: Vec<String> = (0..5).map(id).collect();
+    let answer = h.describe(by_ids(&asked)).await.unwrap();
+    assert_eq!(ids_of(&answer), [id(0), id(2), id(4)]);
+    let answer = h.describe(by_ids(&asked)).await.unwrap();
+    assert_eq!(answer.u_host_set.len(), 5);
+}
+
+#[tokio::test]
+async fn quoted_numbers_are_still_a_success() {
+    let h = Harness::start(fixture(2)).await;
+    h.inject(json!({"kind": "retcode-as-string", "count": 1}))
+        .await;
+    let raw = signed_call(
+        &h,
+        json!({"Action": "DescribeCompShareInstance", "Region": "cn-wlcb"}),
+    )
+    .await;
+    assert_eq!(raw["RetCode"], "0");
+    assert_eq!(raw["TotalCount"], "2");
+    assert!(raw["UHostSet"][0]["Memory"].is_string());
+
+    h.inject(json!({"kind": "retcode-as-string", "count": 1}))
+        .await;
+    let answer = h.describe(wlcb()).await.unwrap();
+    assert_eq!(answer.total_count, Some(2));
+    assert_eq!(answer.u_host_set[0].memory, Some(65536));
+}
+
+#[tokio::test]
+async fn count_and_duration_limited_faults_end() {
+    let h = Harness::start(fixture(1)).await;
+    h.inject(json!({"kind": "throttle", "count": 2})).await;
+    assert_eq!(api_code(h.describe(wlcb()).await), 153);
+    assert_eq!(api_code(h.describe(wlcb()).await), 153);
+    assert!(h.describe(wlcb()).await.is_ok());
+
+    h.inject(json!({"kind": "http", "status": 503, "durationMs": 300}))
+        .await;
+    assert!(h.describe(wlcb()).await.is_err());
+    assert!(h.describe(wlcb()).await.is_err());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(h.describe(wlcb()).await.is_ok());
+
+    // Faults can target an action and a key; clearing ends them all.
+    h.inject(json!({"kind": "throttle", "publicKey": "someone-else"}))
+        .await;
+    h.inject(json!({"kind": "throttle", "action": "GetProjectList"}))
+        .await;
+    assert!(h.describe(wlcb()).await.is_ok());
+    let (_, active) = h
+        .admin(reqwest::Method::GET, "/_simulator/faults", None)
+        .await;
+    assert_eq!(active.as_array().unwrap().len(), 2);
+    let (status, _) = h
+        .admin(reqwest::Method::DELETE, "/_simulator/faults", None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, active) = h
+        .admin(reqwest::Method::GET, "/_simulator/faults", None)
+        .await;
+    assert_eq!(active, json!([]));
+
+    let (status, body) = h
+        .admin(
+            reqwest::Method::POST,
+            "/_simulator/faults",
+            Some(json!({"kind": "latency"})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body["error"].as_str().unwrap().contains("latencyMs"));
+}
+
+#[tokio::test]
+async fn admin_changes_what_the_api_serves() {
+    use reqwest::Method;
+    let h = Harness::start(fixture(2)).await;
+    let first = [id(0)];
+
+    let (status, patched) = h
+        .admin(
+            Method::PATCH,
+            &format!("/_simulator/instances/{}", id(0)),
+            Some(
+                json!({"State": "Stopped", "IPSet": [{"IP": "117.50.1.2", "Type": "Internation"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["State"], "Stopped");
+    let answer = h.describe(by_ids(&first)).await.unwrap();
+    assert_eq!(answer.u_host_set[0].state, "Stopped");
+    assert_eq!(answer.u_host_set[0].ip_set[0].ip, "117.50.1.2");
+    let (status, _) = h
+        .admin(
+            Method::PATCH,
+            "/_simulator/instances/uhost-none",
+            Some(json!({"State": "Stopped"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    let new = json!({"UHostId": "uhost-new", "Region": "cn-wlcb", "State": "Starting"});
+    let (status, added) = h
+        .admin(Method::POST, "/_simulator/instances", Some(new.clone()))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["IsSpot"], false);
+    let (status, _) = h
+        .admin(Method::POST, "/_simulator/instances", Some(new))
+        .await;
+    assert_eq!(status, 409);
+    let answer = h.describe(by_ids(&["uhost-new".into()])).await.unwrap();
+    assert_eq!(answer.u_host_set[0].state, "Starting");
+    let (status, _) = h
+        .admin(
+            Method::POST,
+            "/_simulator/instances",
+            Some(json!({"UHostId": "uhost-x"})),
+        )
+        .await;
+    assert_eq!(status, 422);
+
+    let (status, _) = h
+        .admin(Method::DELETE, "/_simulator/instances/uhost-new", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = h
+        .admin(Method::DELETE, "/_simulator/instances/uhost-new", None)
+        .await;
+    assert_eq!(status, 404);
+    let answer = h.describe(by_ids(&["uhost-new".into()])).await.unwrap();
+    assert!(answer.u_host_set.is_empty());
+
+    let (status, listed) = h.admin(Method::GET, "/_simulator/instances", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let (_, one) = h
+        .admin(
+            Method::GET,
+            &format!("/_simulator/instances/{}", id(1)),
+            None,
+        )
+        .await;
+    assert_eq!(one["Owner"], PUBLIC_KEY);
+}
+
+#[tokio::test]
+async fn counters_count_calls_by_action_key_and_result() {
+    use reqwest::Method;
+    let h = Harness::start(fixture(3)).await;
+    let ids: Vec<String> = (0..3).map(id).collect();
+    h.describe(by_ids(&ids)).await.unwrap();
+    h.describe(by_ids(&ids[..1])).await.unwrap();
+    h.inject(json!({"kind": "http", "status": 503, "count": 1}))
+        .await;
+    h.describe(wlcb()).await.unwrap_err();
+    h.inject(json!({"kind": "drop", "count": 1})).await;
+    h.describe(wlcb()).await.unwrap_err();
+    h.describe_as(&Credentials::new(PUBLIC_KEY, "wrong"), wlcb())
+        .await
+        .unwrap_err();
+
+    let (_, counters) = h.admin(Method::GET, "/_simulator/counters", None).await;
+    assert_eq!(counters["total"], 5);
+    assert_eq!(counters["idsRequested"], 4);
+    assert_eq!(
+        counters["byAction"]["DescribeCompShareInstance"],
+        json!({"total": 5, "byResult": {"0": 2, "171": 1, "dropped": 1, "http_503": 1}})
+    );
+    assert_eq!(counters["byPublicKey"][PUBLIC_KEY]["total"], 5);
+
+    let (status, _) = h
+        .admin(Method::POST, "/_simulator/counters/reset", None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, counters) = h.admin(Method::GET, "/_simulator/counters", None).await;
+    assert_eq!(counters["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serves_many_concurrent_pollers_of_a_large_inventory() {
+    let h = Harness::start(fixture(10_000)).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for batch in 0..100 {
+        let client = h.client.clone();
+        calls.spawn(async move {
+            let ids: Vec<String> = (batch * 100..(batch + 1) * 100).map(id).collect();
+            let credentials = Credentials::new(PUBLIC_KEY, PRIVATE_KEY);
+            let answer = client.describe(&credentials, &by_ids(&ids)).await.unwrap();
+            assert_eq!(ids_of(&answer), ids);
+        });
+    }
+    while let Some(result) = calls.join_next().await {
+        result.unwrap();
+    }
+    let (_, counters) = h
+        .admin(reqwest::Method::GET, "/_simulator/counters", None)
+        .await;
+    assert_eq!(
+        counters["byAction"]["DescribeCompShareInstance"]["byResult"]["0"],
+        100
+    );
+    assert_eq!(counters["idsRequested"], 10_000);
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving() {
+    let h = Harness::start(fixture(1)).await;
+    assert!(h.describe(wlcb()).await.is_ok());
+    let Harness { sim, client, .. } = h;
+    sim.shutdown().await;
+    let after = client
+        .describe(&Credentials::new(PUBLIC_KEY, PRIVATE_KEY), &wlcb())
+        .await;
+    assert!(matches!(after, Err(CallError::Transport(_))), "{after:?}");
+}
+
+/// The interpreter of the virtual environment with the official SDK. Without it the test fails
+/// rather than skips: a skipped compatibility check looks like a passed one.
+fn sdk_python() -> String {
+    std::env::var("COMPSHARE_SDK_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "COMPSHARE_SDK_PYTHON is not set. This test checks the simulator against UCloud's \
+             official Python SDK; create its virtual environment and point the variable at its \
+             interpreter with:\n\n    export COMPSHARE_SDK_PYTHON=$(bash hack/sdk-venv.sh)\n"
+        )
+    })
+}
+
+/// Calls `action` through the official Python SDK (`tests/sdk/describe.py`) with the demo account.
+async fn python_sdk(
+    python: &str,
+    endpoint: &str,
+    private_key: &str,
+    action: &str,
+    params: Value,
+) -> Value {
+    let args = [python, endpoint, private_key, action].map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let [python, endpoint, private_key, action] = args;
+        run_sdk_script(&python, &endpoint, &private_key, &action, params)
+    })
+    .await
+    .unwrap()
+}
+
+fn run_sdk_script(
+    python: &str,
+    endpoint: &str,
+    private_key: &str,
+    action: &str,
+    params: Value,
+) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/describe.py");
+    let output = Command::new(python)
+        .args([
+            script,
+            endpoint,
+            DEMO_PUBLIC_KEY,
+            private_key,
+            action,
+            &params.to_string(),
+        ])
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        output.status.success(),
+        "the SDK script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the SDK script printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[tokio::test]
+async fn the_official_python_sdk_sees_what_the_client_sees() {
+    let python = sdk_python();
+    let h = Harness::start(Fixture::embedded_default()).await;
+    let endpoint = h.sim.endpoint();
+    let demo = Credentials::new(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY);
+    let ids = vec![
+        "uhost-9c0d1e2f".to_owned(),
+        "uhost-1a2b3c4d".to_owned(),
+        "uhost-2c3d4e5f".to_owned(),
+    ];
+    let cases = [
+        (
+            json!({"Region": "cn-wlcb", "Limit": 100, "Offset": 0}),
+            wlcb(),
+        ),
+        (
+            json!({"Region": "cn-wlcb", "Limit": 2, "Offset": 1}),
+            DescribeRequest {
+                limit: Some(2),
+                offset: Some(1),
+                ..wlcb()
+            },
+        ),
+        (
+            json!({"Region": "cn-wlcb", "Limit": 100, "UHostIds": ids}),
+            by_ids(&ids),
+        ),
+    ];
+    for (sdk_params, request) in cases {
+        let sdk = python_sdk(
+            &python,
+            &endpoint,
+            DEMO_PRIVATE_KEY,
+            "DescribeCompShareInstance",
+            sdk_params.clone(),
+        )
+        .await;
+        let sdk = &sdk["response"];
+        let ours = h.describe_as(&demo, request).await.unwrap();
+        assert_eq!(
+            sdk["TotalCount"],
+            json!(ours.total_count.unwrap()),
+            "{sdk_params}"
+        );
+        let sdk_instances: Vec<(String, String)> = sdk["UHostSet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["UHostId"].as_str().unwrap().to_owned(),
+                    i["State"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let our_instances: Vec<(String, String)> = ours
+            .u_host_set
+            .iter()
+            .map(|i| (i.u_host_id.clone(), i.state.clone()))
+            .collect();
+        assert_eq!(sdk_instances, our_instances, "{sdk_params}");
+        assert!(!our_instances.is_empty());
+    }
+
+    let projects = python_sdk(
+        &python,
+        &endpoint,
+        DEMO_PRIVATE_KEY,
+        "GetProjectList",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        projects["response"]["ProjectSet"],
+        json!([{"ProjectId": "org-demo", "ProjectName": "Default", "IsDefault": true}])
+    );
+
+    let rejected = python_sdk(
+        &python,
+        &endpoint,
+        "not-the-private-key",
+        "DescribeCompShareInstance",
+        json!({"Region": "cn-wlcb"}),
+    )
+    .await;
+    assert_eq!(rejected["error"]["type"], "RetCodeException");
+    assert_eq!(rejected["error"]["code"], 171);
+    assert_eq!(rejected["error"]["message"], "Signature VerifyAC Error");
+}
