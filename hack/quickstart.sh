@@ -17,7 +17,7 @@ say "Building the control plane binaries (cached after the first time)"
 bins=$(testbed/build.sh)
 kubectl="$bins/kubectl"
 say "Building compshare-operator"
-cargo build --quiet --bin compshare-operator --bin compshare-testbed
+cargo build --quiet --package compshare-operator --package compshare-testbed --bins
 operator=target/debug/compshare-operator
 
 work=$(mktemp -d)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the control plane for the tests (etcd, kube-apiserver, kube-controller-manager, kubectl)
-# from the Go modules pinned in testbed/go/go.mod, and caches the binaries.
+# from the Go modules pinned in testbed/go/go.mod, and helm from testbed/helm/go.mod, and caches
+# the binaries.
 #
 # Usage: testbed/build.sh            prints the directory that holds the binaries
 #
@@ -10,9 +11,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-key=$(cat "$here/go/go.mod" "$here/go/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)
+key=$(cat "$here"/go/go.{mod,sum} "$here"/helm/go.{mod,sum} "$here/build.sh" | sha256sum | cut -c1-16)
 cache=${COMPSHARE_TESTBED_CACHE:-$HOME/.cache/compshare-operator/testbed}/$key
-bins=(etcd kube-apiserver kube-controller-manager kubectl)
+bins=(etcd kube-apiserver kube-controller-manager kubectl helm)
 
 complete() { for b in "${bins[@]}"; do [ -x "$cache/$b" ] || return 1; done; }
 
@@ -35,6 +36,14 @@ if ! complete; then
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kubectl
+    # helm's default Kubernetes version for `helm template` is stamped the same way.
+    cd "$here/helm"
+    helm=$(go list -m -f '{{.Version}}' helm.sh/helm/v3)
+    go build -trimpath -o "$cache.tmp/helm" -ldflags="-s -w \
+      -X helm.sh/helm/v3/internal/version.version=$helm \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
+      helm.sh/helm/v3/cmd/helm
   ) >&2
   rm -rf "$cache" && mv "$cache.tmp" "$cache"
 fi
