@@ -110,12 +110,17 @@ pub async fn run(
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Delete(o)) => poller.forget(&key_of(o)),
-            // After a re-list, forget resources deleted while the watch was down.
-            Ok(watcher::Event::InitDone) => poller.retain(|key| {
-                known
-                    .get(&ObjectRef::new(&key.name).within(&key.namespace))
-                    .is_some()
-            }),
+            // After a (re-)list: forget resources deleted while the watch was down. The first
+            // also makes the operator ready. (Not `Store::wait_until_ready`: it wakes only one
+            // of its waiters, and the controller is already one.)
+            Ok(watcher::Event::InitDone) => {
+                poller.retain(|key| {
+                    known
+                        .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                        .is_some()
+                });
+                ready.store(true, Ordering::Release);
+            }
             _ => {}
         })
         .applied_objects()
@@ -126,13 +131,6 @@ pub async fn run(
         rx.recv()
             .await
             .map(|key| (ObjectRef::new(&key.name).within(&key.namespace), rx))
-    });
-
-    let store_ready = store.clone();
-    tokio::spawn(async move {
-        if store_ready.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Release);
-        }
     });
 
     let concurrency = ctx.settings.concurrency;

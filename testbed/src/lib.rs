@@ -30,6 +30,7 @@ use std::sync::{Mutex, PoisonError};
 
 pub use control_plane::{ControlPlane, Options};
 pub use kubeconfig::client_from_kubeconfig;
+pub use process::Daemon;
 
 /// A process of the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -27,6 +27,24 @@ struct Process {
 }
 
 impl Process {
+    /// Starts `command` (named `what` in errors), its stdout and stderr appended to `log`.
+    fn spawn(mut command: Command, log: &Path, what: &str) -> Result<Process, Error> {
+        let log_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .context(|| format!("open {}", log.display()))?;
+        let stderr = log_file
+            .try_clone()
+            .context(|| format!("duplicate the handle of {}", log.display()))?;
+        command.stdin(Stdio::null()).stdout(log_file).stderr(stderr);
+        let child = spawn_tied_to_this_process(command).context(|| format!("start {what}"))?;
+        Ok(Process {
+            child,
+            log: log.to_owned(),
+        })
+    }
+
     /// SIGTERM, then SIGKILL after a grace period.
     fn stop(mut self) {
         if !matches!(self.child.try_wait(), Ok(None)) {
@@ -47,6 +65,53 @@ impl Process {
     }
 }
 
+/// A process a test starts beside the control plane (the operator, a simulator): like the
+/// components, it dies with the test process, logs to a file, and is stopped politely (SIGTERM,
+/// then SIGKILL) when dropped.
+pub struct Daemon(Option<Process>);
+
+impl Daemon {
+    /// Starts `command` with stdout and stderr appended to `log`.
+    pub fn spawn(command: Command, log: &Path) -> Result<Daemon, Error> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        Ok(Daemon(Some(Process::spawn(command, log, &program)?)))
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.process().log
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process().child.id()
+    }
+
+    /// Whether it still runs (`false` once it has exited, however).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.0.as_mut().map(|p| p.child.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops it and waits for it to exit.
+    pub fn stop(mut self) {
+        if let Some(process) = self.0.take() {
+            process.stop();
+        }
+    }
+
+    fn process(&self) -> &Process {
+        self.0
+            .as_ref()
+            .expect("a daemon is only stopped by consuming it")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(process) = self.0.take() {
+            process.stop();
+        }
+    }
+}
+
 /// The running components of one control plane. Dropping it stops them.
 #[derive(Default)]
 pub(crate) struct Processes(BTreeMap<Component, Process>);
@@ -57,7 +122,7 @@ impl Processes {
     pub(crate) fn launch(
         &mut self,
         component: Component,
-        mut command: Command,
+        command: Command,
         log: &Path,
     ) -> Result<(), Error> {
         if let Some(process) = self.0.get_mut(&component)
@@ -65,23 +130,8 @@ impl Processes {
         {
             return Ok(());
         }
-        let log_file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .context(|| format!("open {}", log.display()))?;
-        let stderr = log_file
-            .try_clone()
-            .context(|| format!("duplicate the handle of {}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(log_file).stderr(stderr);
-        let child = spawn_tied_to_this_process(command).context(|| format!("start {component}"))?;
-        self.0.insert(
-            component,
-            Process {
-                child,
-                log: log.to_owned(),
-            },
-        );
+        let process = Process::spawn(command, log, component.binary())?;
+        self.0.insert(component, process);
         Ok(())
     }
 

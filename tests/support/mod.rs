@@ -1,0 +1,458 @@
+//! What the integration tests share: a namespace on the real control plane, a simulator with a
+//! fixture of the test's own, and the operator binary started as a process against both.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use compshare_operator::resource::CompShareInstance;
+use compshare_operator::simulator::{Fixture, Simulator, SimulatorHandle};
+use compshare_testbed::{ControlPlane, Daemon};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, CustomResourceExt, ResourceExt};
+use serde_json::{Value, json};
+
+/// The key pair of the account every test fixture holds.
+pub const PUBLIC_KEY: &str = "test-public-key";
+pub const PRIVATE_KEY: &str = "test-private-key-0123456789abcdef";
+
+/// One test's world: its namespace, its simulator, a place for logs.
+pub struct Bed {
+    pub control_plane: &'static ControlPlane,
+    pub namespace: String,
+    pub client: kube::Client,
+    pub simulator: SimulatorHandle,
+    http: reqwest::Client,
+    logs: tempfile::TempDir,
+}
+
+impl Bed {
+    /// A fresh namespace on this binary's shared control plane (with the CRD installed) and a
+    /// simulator serving `instances` for the test account.
+    pub async fn new(name: &str, instances: Vec<Value>) -> Bed {
+        let control_plane = ControlPlane::shared();
+        install_crd(control_plane).await;
+        let namespace = control_plane
+            .create_namespace(name)
+            .await
+            .expect("namespace");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let simulator = Simulator::start(listener, fixture(instances));
+        Bed {
+            control_plane,
+            namespace,
+            client: control_plane.client().await,
+            simulator,
+            http: reqwest::Client::new(),
+            logs: tempfile::Builder::new()
+                .prefix(&format!("{name}-logs-"))
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn instances(&self) -> Api<CompShareInstance> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The operator for this namespace, against this simulator.
+    pub fn operator(&self) -> OperatorBuilder<'_> {
+        OperatorBuilder {
+            bed: self,
+            args: Vec::new(),
+            kubeconfig: self.control_plane.kubeconfig_path(),
+            namespace: Some(self.namespace.clone()),
+        }
+    }
+
+    /// A credentials Secret with the test account's keys.
+    pub async fn credentials(&self, name: &str) {
+        self.secret(
+            name,
+            &[("publicKey", PUBLIC_KEY), ("privateKey", PRIVATE_KEY)],
+        )
+        .await;
+    }
+
+    pub async fn secret(&self, name: &str, entries: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name}, "stringData": data,
+        }))
+        .unwrap();
+        self.secrets()
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("secret");
+    }
+
+    /// Creates a CompShareInstance with this spec.
+    pub async fn create(&self, name: &str, spec: Value) -> CompShareInstance {
+        let object: CompShareInstance = serde_json::from_value(json!({
+            "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        self.instances()
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+    }
+
+    pub async fn annotate(&self, name: &str, key: &str, value: Option<&str>) {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.instances()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+    }
+
+    pub async fn get(&self, name: &str) -> CompShareInstance {
+        self.instances().get(name).await.expect("get")
+    }
+
+    /// Waits until `name` satisfies `condition`, panicking with its last status after `timeout`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&CompShareInstance) -> bool,
+    ) -> CompShareInstance {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let current = self.instances().get_opt(name).await.expect("get");
+            if let Some(current) = &current
+                && condition(current)
+            {
+                return current.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{name}: not {what} after {timeout:?}; status: {}",
+                    serde_json::to_string_pretty(&current.and_then(|c| c.status)).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Events about `name`, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut events: Vec<Event> = api
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        events
+    }
+
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events(name)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Calls the simulator's admin interface.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/_simulator/{path}", self.simulator.endpoint());
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("simulator admin");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn set_instance(&self, id: &str, patch: Value) {
+        self.admin(
+            reqwest::Method::PATCH,
+            &format!("instances/{id}"),
+            Some(patch),
+        )
+        .await;
+    }
+
+    pub async fn inject(&self, fault: Value) {
+        self.admin(reqwest::Method::POST, "faults", Some(fault))
+            .await;
+    }
+
+    pub async fn clear_faults(&self) {
+        self.admin(reqwest::Method::DELETE, "faults", None).await;
+    }
+
+    /// Describe calls the simulator answered since the last reset, by result.
+    pub async fn describe_calls(&self) -> u64 {
+        let counters = self.admin(reqwest::Method::GET, "counters", None).await;
+        counters["byAction"]["DescribeCompShareInstance"]["total"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    pub async fn reset_counters(&self) {
+        self.admin(reqwest::Method::POST, "counters/reset", None)
+            .await;
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let mut all = vec!["--namespace", &self.namespace];
+        all.extend_from_slice(args);
+        let output = self.control_plane.kubectl(&all);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.logs.path().join(name)
+    }
+}
+
+/// A fixture with the test account and `instances` (fixture shape: the API's field names).
+pub fn fixture(instances: Vec<Value>) -> Fixture {
+    let yaml = json!({
+        "accounts": [{"publicKey": PUBLIC_KEY, "privateKey": PRIVATE_KEY}],
+        "instances": instances,
+    })
+    .to_string();
+    Fixture::from_yaml(&yaml).expect("test fixture")
+}
+
+/// A running instance with a public address and an SSH command on port 60022.
+pub fn running(id: &str, ip: &str) -> Value {
+    json!({
+        "UHostId": id, "Name": format!("name-{id}"), "State": "Running",
+        "Region": "cn-wlcb", "Zone": "cn-wlcb-01", "InstanceType": "UHost",
+        "CPU": 16, "Memory": 65536, "GPU": 2, "GpuType": "4090",
+        "GraphicsMemory": {"Value": 24, "Rate": 1},
+        "Password": "c2VjcmV0LXBhc3N3b3JkLTQy", // "secret-password-42"
+        "SshLoginCommand": format!("ssh root@{ip} -p 60022"),
+        "IPSet": [
+            {"IP": ip, "Type": "Internation"},
+            {"IP": "10.9.0.4", "Type": "Private"},
+        ],
+    })
+}
+
+/// The decoded password of [`running`] instances.
+pub const PASSWORD: &str = "secret-password-42";
+
+/// A spec for `id` with the test credentials Secret `keys`.
+pub fn spec(id: &str) -> Value {
+    json!({"uhostId": id, "region": "cn-wlcb", "credentialsRef": {"name": "keys"}, "pollInterval": "10s"})
+}
+
+pub fn condition<'a>(o: &'a CompShareInstance, type_: &str) -> Option<(&'a str, &'a str)> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+pub fn is_synced(o: &CompShareInstance) -> bool {
+    condition(o, "Synced").is_some_and(|(s, _)| s == "True")
+}
+
+pub fn state(o: &CompShareInstance) -> Option<&str> {
+    o.status.as_ref()?.state.as_deref()
+}
+
+async fn install_crd(control_plane: &ControlPlane) {
+    let client = control_plane.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = CompShareInstance::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("the CRD is accepted");
+    let established = kube::runtime::wait::conditions::is_crd_established();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(crds, &name, established),
+    )
+    .await
+    .expect("the CRD is established in time")
+    .expect("watching the CRD");
+}
+
+pub struct OperatorBuilder<'a> {
+    bed: &'a Bed,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+    namespace: Option<String>,
+}
+
+impl OperatorBuilder<'_> {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Runs as someone else (a ServiceAccount's kubeconfig).
+    pub fn kubeconfig(mut self, path: &Path) -> Self {
+        self.kubeconfig = path.to_owned();
+        self
+    }
+
+    /// Watches every namespace (only in a test binary of its own: it would reconcile other
+    /// tests' resources).
+    pub fn cluster_wide(mut self) -> Self {
+        self.namespace = None;
+        self
+    }
+
+    /// Starts the operator and waits until it is ready.
+    pub async fn start(self) -> Operator {
+        let metrics = free_port();
+        let log = self
+            .bed
+            .log_path(&format!("operator-{}.log", metrics.port()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_compshare-operator"));
+        command
+            .arg("run")
+            .args(["--endpoint", &self.bed.simulator.endpoint()])
+            .arg("--allow-insecure-http")
+            .args(["--metrics-address", &metrics.to_string()])
+            .args(&self.args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,compshare_operator=debug")
+            .env_remove("COMPSHARE_WATCH_NAMESPACE");
+        if let Some(namespace) = &self.namespace {
+            command.args(["--namespace", namespace]);
+        }
+        let daemon = Daemon::spawn(command, &log).expect("start the operator");
+        let mut operator = Operator {
+            daemon,
+            metrics,
+            http: reqwest::Client::new(),
+        };
+        operator.wait_ready().await;
+        operator
+    }
+}
+
+/// The operator binary, running.
+pub struct Operator {
+    daemon: Daemon,
+    metrics: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Operator {
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                self.daemon.is_running(),
+                "the operator exited:\n{}",
+                self.logs()
+            );
+            let url = format!("http://{}/readyz", self.metrics);
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator is not ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.is_running()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.daemon.log()).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics);
+        self.http
+            .get(&url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one series, e.g. `compshare_kube_writes_total{kind="status"}`; 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Status, event and Secret writes so far.
+    pub async fn writes(&self) -> f64 {
+        let mut total = 0.0;
+        for kind in ["status", "event", "secret"] {
+            total += self
+                .metric(&format!("compshare_kube_writes_total{{kind=\"{kind}\"}}"))
+                .await;
+        }
+        total
+    }
+
+    pub async fn healthy(&self) -> bool {
+        let url = format!("http://{}/healthz", self.metrics);
+        matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success())
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
