@@ -381,23 +381,15 @@ async fn missing_or_wrong_credentials_stall_with_a_clear_reason_and_no_crash() {
     for ((name, spec), _, _) in &cases {
         bed.create(name, spec.clone()).await;
     }
-    for ((name, _), reason, message) in &cases {
+    for ((name, _), reason, expected) in &cases {
         let o = bed
             .wait_for(name, reason, SETTLE, |o| {
                 condition(o, "Stalled") == Some(("True", reason))
             })
             .await;
         assert_eq!(condition(&o, "Synced").unwrap().0, "False", "{name}");
-        let text = &o
-            .status
-            .as_ref()
-            .unwrap()
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Stalled")
-            .unwrap()
-            .message;
-        assert!(text.contains(message), "{name}: {text}");
+        let text = message(&o, "Stalled");
+        assert!(text.contains(expected), "{name}: {text}");
         assert!(
             !text.contains(PRIVATE_KEY) && !text.contains("not-the-key"),
             "{name}: {text}"

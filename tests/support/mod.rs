@@ -22,14 +22,29 @@ use serde_json::{Value, json};
 pub const PUBLIC_KEY: &str = "test-public-key";
 pub const PRIVATE_KEY: &str = "test-private-key-0123456789abcdef";
 
-/// One test's world: its namespace, its simulator, a place for logs.
+/// One test's world: its namespace (the operations on which it offers through [`Namespace`]),
+/// its simulator, a place for logs.
 pub struct Bed {
+    namespace: Namespace,
+    pub simulator: SimulatorHandle,
+    logs: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Bed {
+    type Target = Namespace;
+
+    fn deref(&self) -> &Namespace {
+        &self.namespace
+    }
+}
+
+/// A namespace of the control plane, and the test's simulator.
+pub struct Namespace {
     pub control_plane: &'static ControlPlane,
     pub namespace: String,
     pub client: kube::Client,
-    pub simulator: SimulatorHandle,
+    simulator_endpoint: String,
     http: reqwest::Client,
-    logs: tempfile::TempDir,
 }
 
 impl Bed {
@@ -45,11 +60,14 @@ impl Bed {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let simulator = Simulator::start(listener, fixture(instances));
         Bed {
-            control_plane,
-            namespace,
-            client: control_plane.client().await,
+            namespace: Namespace {
+                control_plane,
+                namespace,
+                client: control_plane.client().await,
+                simulator_endpoint: simulator.endpoint(),
+                http: reqwest::Client::new(),
+            },
             simulator,
-            http: reqwest::Client::new(),
             logs: tempfile::Builder::new()
                 .prefix(&format!("{name}-logs-"))
                 .tempdir()
@@ -57,12 +75,15 @@ impl Bed {
         }
     }
 
-    pub fn instances(&self) -> Api<CompShareInstance> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    pub fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.namespace)
+    /// The same helpers for another namespace.
+    pub fn view(&self, namespace: &str) -> Namespace {
+        Namespace {
+            control_plane: self.control_plane,
+            namespace: namespace.to_owned(),
+            client: self.client.clone(),
+            simulator_endpoint: self.simulator_endpoint.clone(),
+            http: self.http.clone(),
+        }
     }
 
     /// The operator for this namespace, against this simulator.
@@ -71,8 +92,22 @@ impl Bed {
             bed: self,
             args: Vec::new(),
             kubeconfig: self.control_plane.kubeconfig_path(),
-            namespace: Some(self.namespace.clone()),
+            namespace: Some(self.namespace.namespace.clone()),
         }
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.logs.path().join(name)
+    }
+}
+
+impl Namespace {
+    pub fn instances(&self) -> Api<CompShareInstance> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// A credentials Secret with the test account's keys.
@@ -180,7 +215,7 @@ impl Bed {
 
     /// Calls the simulator's admin interface.
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/_simulator/{path}", self.simulator.endpoint());
+        let url = format!("{}/_simulator/{path}", self.simulator_endpoint);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(body) = body {
             request = request
@@ -236,10 +271,6 @@ impl Bed {
         );
         String::from_utf8(output.stdout).unwrap()
     }
-
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.logs.path().join(name)
-    }
 }
 
 /// A fixture with the test account and `instances` (fixture shape: the API's field names).
@@ -283,6 +314,13 @@ pub fn condition<'a>(o: &'a CompShareInstance, type_: &str) -> Option<(&'a str, 
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+pub fn message<'a>(o: &'a CompShareInstance, type_: &str) -> &'a str {
+    o.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map_or("", |c| c.message.as_str())
 }
 
 pub fn is_synced(o: &CompShareInstance) -> bool {
