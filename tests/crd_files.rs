@@ -13,8 +13,8 @@ fn committed_crds_match_the_generated_crd() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["crds", "charts/compshare-operator/crds"] {
         let path = root.join(dir).join(FILE);
-        let committed = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let committed =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             committed == generated,
             "{} differs from `compshare-operator crd`; regenerate it",
