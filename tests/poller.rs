@@ -1,0 +1,242 @@
+//! The poller against the simulator (no Kubernetes): pages of up to 100 ids, backoff on throttling,
+//! no retry loop on rejected keys, and nothing lost when the answer leaves an instance out.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use compshare_operator::compshare::{CallError, Client, ClientConfig, Credentials};
+use compshare_operator::metrics::Metrics;
+use compshare_operator::poller::{
+    BudgetConfig, Observation, Outcome, Poller, PollerConfig, ResourceKey, ScheduleConfig, Target,
+};
+use compshare_operator::simulator::{Fixture, Simulator, SimulatorHandle};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const PUBLIC_KEY: &str = "poller-public-key";
+const PRIVATE_KEY: &str = "poller-private-key";
+
+struct Harness {
+    simulator: SimulatorHandle,
+    poller: Poller,
+    changes: UnboundedReceiver<ResourceKey>,
+    admin: reqwest::Client,
+}
+
+impl Harness {
+    async fn start(instances: usize) -> Harness {
+        let fixture = json!({
+            "accounts": [{"publicKey": PUBLIC_KEY, "privateKey": PRIVATE_KEY}],
+            "instances": (0..instances)
+                .map(|i| json!({"UHostId": id(i), "Region": "cn-wlcb", "Zone": "cn-wlcb-01", "State": "Running"}))
+                .collect::<Vec<_>>(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let simulator =
+            Simulator::start(listener, Fixture::from_yaml(&fixture.to_string()).unwrap());
+        let client = Client::new(&ClientConfig {
+            endpoint: simulator.endpoint(),
+            timeout: Duration::from_secs(2),
+            allow_insecure_http: true,
+        })
+        .unwrap();
+        let (poller, changes) = Poller::new(
+            client,
+            PollerConfig {
+                budget: BudgetConfig {
+                    calls_per_minute: NonZeroU32::new(600).unwrap(),
+                    burst: NonZeroU32::new(10).unwrap(),
+                },
+                schedule: ScheduleConfig {
+                    page_size: 100,
+                    urgent_window: Duration::from_millis(50),
+                    max_jitter: Duration::from_secs(1),
+                },
+                min_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(4),
+            },
+            Arc::new(Metrics::new()),
+        );
+        Harness {
+            simulator,
+            poller,
+            changes,
+            admin: reqwest::Client::new(),
+        }
+    }
+
+    fn watch(&self, i: usize, private_key: &str) -> ResourceKey {
+        let key = ResourceKey {
+            namespace: "ns".into(),
+            name: format!("r{i}"),
+        };
+        self.poller.watch(Target {
+            key: key.clone(),
+            credentials: Credentials::new(PUBLIC_KEY, private_key),
+            region: "cn-wlcb".into(),
+            project_id: None,
+            uhost_id: id(i),
+            zone: None,
+            interval: Duration::from_secs(60),
+        });
+        key
+    }
+
+    /// Waits for an announced change of `key` whose observation satisfies `condition`.
+    async fn until(
+        &mut self,
+        key: &ResourceKey,
+        condition: impl Fn(&Observation) -> bool,
+    ) -> Arc<Observation> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(o) = self.poller.observation(key)
+                && condition(&o)
+            {
+                return o;
+            }
+            tokio::time::timeout_at(deadline, self.changes.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{key}: last observation {:?}", self.poller.observation(key))
+                });
+        }
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.admin.request(
+            method,
+            format!("{}/_simulator/{path}", self.simulator.endpoint()),
+        );
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success());
+        serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null)
+    }
+
+    async fn calls(&self) -> u64 {
+        let counters = self.admin(reqwest::Method::GET, "counters", None).await;
+        counters["byAction"]["DescribeCompShareInstance"]["total"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+fn id(i: usize) -> String {
+    format!("uhost-{i:04}")
+}
+
+#[tokio::test]
+async fn first_observations_come_in_pages_of_100() {
+    let mut h = Harness::start(250).await;
+    let keys: Vec<ResourceKey> = (0..250).map(|i| h.watch(i, PRIVATE_KEY)).collect();
+    for key in &keys {
+        h.until(key, |o| o.outcome == Outcome::Found).await;
+    }
+    assert_eq!(h.calls().await, 3);
+    let counters = h.admin(reqwest::Method::GET, "counters", None).await;
+    assert_eq!(counters["idsRequested"], 250);
+}
+
+#[tokio::test]
+async fn throttling_backs_off_exponentially_then_recovers() {
+    let mut h = Harness::start(1).await;
+    let key = h.watch(0, PRIVATE_KEY);
+    h.until(&key, |o| o.outcome == Outcome::Found).await;
+
+    h.admin(
+        reqwest::Method::POST,
+        "faults",
+        Some(json!({"kind": "throttle", "durationMs": 6000})),
+    )
+    .await;
+    h.admin(reqwest::Method::POST, "counters/reset", None).await;
+    let start = Instant::now();
+    h.poller.refresh(&key, "1");
+    let throttled = h
+        .until(&key, |o| {
+            matches!(
+                &o.outcome,
+                Outcome::Failed(CallError::Api { code: 153, .. })
+            )
+        })
+        .await;
+    assert_eq!(
+        throttled.instance.as_ref().unwrap().state,
+        "Running",
+        "what was known stays"
+    );
+
+    let recovered = h.until(&key, |o| o.outcome == Outcome::Found).await;
+    let took = start.elapsed();
+    assert_eq!(recovered.refresh.as_deref(), Some("1"));
+    // Backoffs of 0.5–1 s, 1–2 s, 2–4 s, …: a handful of calls over the 6 s storm (not hundreds),
+    // and recovery soon after it ends.
+    let calls = h.calls().await;
+    assert!((3..=6).contains(&calls), "{calls} calls");
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(14),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn rejected_keys_are_not_retried_in_a_loop() {
+    let mut h = Harness::start(1).await;
+    let key = h.watch(0, "not-the-private-key");
+    let o = h
+        .until(&key, |o| {
+            matches!(
+                &o.outcome,
+                Outcome::Failed(CallError::Api { code: 171, .. })
+            )
+        })
+        .await;
+    assert!(o.instance.is_none());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.calls().await,
+        1,
+        "the next try waits for the poll interval"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_missing_from_the_answer_is_not_found_and_keeps_what_was_known() {
+    let mut h = Harness::start(2).await;
+    let gone = h.watch(0, PRIVATE_KEY);
+    let kept = h.watch(1, PRIVATE_KEY);
+    h.until(&gone, |o| o.outcome == Outcome::Found).await;
+    h.until(&kept, |o| o.outcome == Outcome::Found).await;
+
+    h.admin(
+        reqwest::Method::POST,
+        "faults",
+        Some(json!({"kind": "omit", "ids": [id(0)]})),
+    )
+    .await;
+    h.poller.refresh(&gone, "1");
+    h.poller.refresh(&kept, "1");
+    let o = h.until(&gone, |o| o.outcome == Outcome::NotFound).await;
+    assert_eq!(o.instance.as_ref().unwrap().u_host_id, id(0));
+    let o = h.until(&kept, |o| o.refresh.as_deref() == Some("1")).await;
+    assert_eq!(o.outcome, Outcome::Found);
+}
+
+#[tokio::test]
+async fn forgetting_the_last_member_stops_its_group() {
+    let mut h = Harness::start(1).await;
+    let key = h.watch(0, PRIVATE_KEY);
+    h.until(&key, |o| o.outcome == Outcome::Found).await;
+    h.poller.forget(&key);
+    assert!(h.poller.observation(&key).is_none());
+    h.admin(reqwest::Method::POST, "counters/reset", None).await;
+    h.poller.refresh(&key, "after");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.calls().await, 0);
+}
