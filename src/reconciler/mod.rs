@@ -21,7 +21,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -150,7 +150,6 @@ fn reconcile_inputs(o: &CompShareInstance) -> Option<u64> {
     o.is_paused().hash(&mut h);
     o.refresh_request().hash(&mut h);
     o.metadata.deletion_timestamp.is_some().hash(&mut h);
-    predicates::generation(o).hash(&mut h);
     Some(h.finish())
 }
 
