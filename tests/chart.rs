@@ -273,12 +273,12 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_keeps_namespaces_ap
     let o = a.wait_for("default", "synced", settle, is_synced).await;
     assert_eq!(condition(&o, "Ready"), Some(("True", "Running")));
     a.wait_for("own", "synced", settle, is_synced).await;
-    a.wait_for("own", "holding its Secret", settle, |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.connection_secret_name.as_deref())
-            == Some("own-ssh")
-    })
+    a.wait_for(
+        "own",
+        "holding its Secret",
+        settle,
+        maintains_secret("own-ssh"),
+    )
     .await;
     assert!(a.secrets().get_opt("own-ssh").await.unwrap().is_some());
 

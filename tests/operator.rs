@@ -427,12 +427,12 @@ async fn the_connection_secret_is_written_owned_and_holds_the_decoded_password()
     let created = bed.create("a", s).await;
     let operator = bed.operator().start().await;
     let a = bed
-        .wait_for("a", "holding its connection Secret", SETTLE, |o| {
-            o.status
-                .as_ref()
-                .and_then(|s| s.connection_secret_name.as_deref())
-                == Some("a-ssh")
-        })
+        .wait_for(
+            "a",
+            "holding its connection Secret",
+            SETTLE,
+            maintains_secret("a-ssh"),
+        )
         .await;
     let secret = bed.secrets().get("a-ssh").await.unwrap();
     let data = secret.data.clone().unwrap();
@@ -507,13 +507,8 @@ async fn the_connection_secret_is_written_owned_and_holds_the_decoded_password()
         .patch("a", &PatchParams::default(), &Patch::Merge(&change))
         .await
         .unwrap();
-    bed.wait_for("a", "holding a-ssh-2", SETTLE, |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.connection_secret_name.as_deref())
-            == Some("a-ssh-2")
-    })
-    .await;
+    bed.wait_for("a", "holding a-ssh-2", SETTLE, maintains_secret("a-ssh-2"))
+        .await;
     bed.instances()
         .delete("a", &DeleteParams::default())
         .await

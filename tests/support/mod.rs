@@ -323,6 +323,16 @@ pub fn message<'a>(o: &'a CompShareInstance, type_: &str) -> &'a str {
         .map_or("", |c| c.message.as_str())
 }
 
+/// Whether the operator reports maintaining connection Secret `name` for `o`.
+pub fn maintains_secret(name: &str) -> impl Fn(&CompShareInstance) -> bool + '_ {
+    move |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.connection_secret_name.as_deref())
+            == Some(name)
+    }
+}
+
 pub fn is_synced(o: &CompShareInstance) -> bool {
     condition(o, "Synced").is_some_and(|(s, _)| s == "True")
 }
