@@ -114,7 +114,8 @@ pub struct RunArgs {
     #[arg(long, env = "COMPSHARE_CONCURRENCY", default_value = "16")]
     pub concurrency: u16,
 
-    /// How often credentials Secrets are read again, to pick up rotated keys.
+    /// How often the credentials Secrets in use are read again; when one changed (a rotated key),
+    /// every resource is reconciled again.
     #[arg(long, env = "COMPSHARE_CREDENTIALS_RECHECK", default_value = "5m", value_parser = humantime::parse_duration)]
     pub credentials_recheck: Duration,
 
@@ -129,6 +130,11 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "COMPSHARE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Comparison mode, for benchmarks only: one Describe call per resource per interval, the way
+    /// every peer operator polls, instead of pages of up to 100 ids.
+    #[arg(long, env = "COMPSHARE_PER_OBJECT_POLLING")]
+    pub per_object_polling: bool,
 
     /// This operator's name in events (the chart sets the pod name).
     #[arg(long, env = "POD_NAME")]

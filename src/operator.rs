@@ -36,7 +36,11 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
                 burst: args.account_burst,
             },
             schedule: ScheduleConfig {
-                page_size: MAX_IDS_PER_CALL,
+                page_size: if args.per_object_polling {
+                    1
+                } else {
+                    MAX_IDS_PER_CALL
+                },
                 urgent_window: args.batch_window,
                 max_jitter: Duration::from_secs(2),
             },
@@ -59,6 +63,11 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
         },
         reporter_instance: args.pod_name.clone(),
     };
+    if args.per_object_polling {
+        tracing::warn!(
+            "per-object polling: one API call per resource per interval (comparison mode)"
+        );
+    }
     tracing::info!(
         endpoint = %args.endpoint,
         namespace = args.namespace.as_deref().unwrap_or("(all)"),

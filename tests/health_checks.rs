@@ -46,9 +46,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let healthy = [
         condition("Ready", "True", "Running"),
         condition("Synced", "True", "Observed"),
-        condition("Reconciling", "False", "NotReconciling"),
-        condition("Stalled", "False", "NotStalled"),
-        condition("Paused", "False", "NotPaused"),
     ];
     let mut new_generation = with_conditions(Some("Running"), &healthy);
     new_generation["metadata"]["generation"] = json!(2);
@@ -62,8 +59,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                     condition("Ready", "Unknown", "AwaitingFirstObservation"),
                     condition("Synced", "Unknown", "AwaitingFirstObservation"),
                     condition("Reconciling", "True", "AwaitingFirstObservation"),
-                    condition("Stalled", "False", "NotStalled"),
-                    condition("Paused", "False", "NotPaused"),
                 ],
             ),
             "Progressing",
@@ -89,7 +84,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                     condition("Ready", "False", "Starting"),
                     condition("Synced", "True", "Observed"),
                     condition("Reconciling", "True", "Starting"),
-                    condition("Stalled", "False", "NotStalled"),
                 ],
             ),
             "Progressing",
@@ -102,8 +96,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                 &[
                     condition("Ready", "False", "Stopped"),
                     condition("Synced", "True", "Observed"),
-                    condition("Reconciling", "False", "NotReconciling"),
-                    condition("Stalled", "False", "NotStalled"),
                 ],
             ),
             "Suspended",
@@ -116,7 +108,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                 &[
                     condition("Ready", "False", "NotFound"),
                     condition("Synced", "True", "Observed"),
-                    condition("Reconciling", "False", "NotFound"),
                     condition("Stalled", "True", "NotFound"),
                 ],
             ),
@@ -143,8 +134,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                 &[
                     condition("Ready", "True", "Running"),
                     condition("Synced", "False", "Throttled"),
-                    condition("Reconciling", "False", "NotReconciling"),
-                    condition("Stalled", "False", "NotStalled"),
                 ],
             ),
             "Degraded",
@@ -157,7 +146,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                 &[
                     condition("Ready", "False", "CredentialsMissing"),
                     condition("Synced", "False", "CredentialsMissing"),
-                    condition("Reconciling", "False", "CredentialsMissing"),
                     condition("Stalled", "True", "CredentialsMissing"),
                 ],
             ),
@@ -171,8 +159,6 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                 &[
                     condition("Ready", "True", "Running"),
                     condition("Synced", "True", "Observed"),
-                    condition("Reconciling", "False", "Paused"),
-                    condition("Stalled", "False", "NotStalled"),
                     condition("Paused", "True", "PausedByAnnotation"),
                 ],
             ),

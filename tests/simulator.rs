@@ -127,7 +127,7 @@ fn ids_of(response: &DescribeResponse) -> Vec<String> {
     response
         .u_host_set
         .iter()
-        .map(|i| i.u_host_id.clone())
+        .map(|i| i.u_host_id.to_string())
         .collect()
 }
 
@@ -749,7 +749,7 @@ async fn the_official_python_sdk_sees_what_the_client_sees() {
         let our_instances: Vec<(String, String)> = ours
             .u_host_set
             .iter()
-            .map(|i| (i.u_host_id.clone(), i.state.clone()))
+            .map(|i| (i.u_host_id.to_string(), i.state.to_string()))
             .collect();
         assert_eq!(sdk_instances, our_instances, "{sdk_params}");
         assert!(!our_instances.is_empty());

@@ -34,6 +34,13 @@ impl Credentials {
             private_key: SecretString::from(private_key.into()),
         }
     }
+
+    /// Whether both hold the same key pair (a deliberate comparison: `PartialEq` on secrets is
+    /// not offered, so they are not compared by accident).
+    pub fn same_keys(&self, other: &Credentials) -> bool {
+        self.public_key == other.public_key
+            && self.private_key.expose_secret() == other.private_key.expose_secret()
+    }
 }
 
 #[derive(Clone, Debug)]

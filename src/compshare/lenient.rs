@@ -5,12 +5,12 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// A string, or a number/bool written as text; `null` is empty.
-pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub fn string<'de, D: Deserializer<'de>, S: From<String> + Default>(d: D) -> Result<S, D::Error> {
     Ok(match Value::deserialize(d)? {
-        Value::String(s) => s,
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        _ => String::new(),
+        Value::String(s) => s.into(),
+        Value::Number(n) => n.to_string().into(),
+        Value::Bool(b) => b.to_string().into(),
+        _ => S::default(),
     })
 }
 

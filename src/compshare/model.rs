@@ -2,11 +2,14 @@
 //!
 //! Only stable facts are deserialized: volatile fields (`UpdateTime`, `MonitorMessages`, prices)
 //! change without the instance changing, so leaving them out makes "did the instance change?" a plain
-//! equality test and keeps memory small. Unknown fields are ignored, and numbers are read leniently
+//! equality test and keeps memory small. Text fields are `CompactString`s: the poller keeps one
+//! instance per watched resource, and most of these values (zones, states, GPU models) fit inline
+//! without an allocation. Unknown fields are ignored, and numbers are read leniently
 //! (older answers send some of them as strings).
 
 use std::net::IpAddr;
 
+use compact_str::CompactString;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -17,18 +20,18 @@ use super::lenient;
 #[serde(default, rename_all = "PascalCase")]
 pub struct Instance {
     #[serde(deserialize_with = "lenient::string")]
-    pub u_host_id: String,
+    pub u_host_id: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub name: String,
+    pub name: CompactString,
     /// Verbatim: an open set (`Running`, `Install Fail`, `""` when unreadable, and future values).
     #[serde(deserialize_with = "lenient::string")]
-    pub state: String,
+    pub state: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub zone: String,
+    pub zone: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub region: String,
+    pub region: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub machine_type: String,
+    pub machine_type: CompactString,
     #[serde(rename = "CPU", deserialize_with = "lenient::opt_i64")]
     pub cpu: Option<i64>,
     /// MiB (the API says MB; 65536 is a 64 GiB machine).
@@ -37,10 +40,10 @@ pub struct Instance {
     #[serde(rename = "GPU", deserialize_with = "lenient::opt_i64")]
     pub gpu: Option<i64>,
     #[serde(deserialize_with = "lenient::string")]
-    pub gpu_type: String,
+    pub gpu_type: CompactString,
     pub graphics_memory: Option<GraphicsMemory>,
     #[serde(deserialize_with = "lenient::string")]
-    pub charge_type: String,
+    pub charge_type: CompactString,
     /// Unix seconds.
     #[serde(deserialize_with = "lenient::opt_i64")]
     pub create_time: Option<i64>,
@@ -49,29 +52,29 @@ pub struct Instance {
     pub expire_time: Option<i64>,
     /// `Yes` / `No`.
     #[serde(deserialize_with = "lenient::string")]
-    pub is_expire: String,
+    pub is_expire: CompactString,
     /// `Yes` / `No`.
     #[serde(deserialize_with = "lenient::string")]
-    pub auto_renew: String,
+    pub auto_renew: CompactString,
     #[serde(deserialize_with = "lenient::opt_bool")]
     pub is_spot: Option<bool>,
     #[serde(deserialize_with = "lenient::string")]
-    pub comp_share_image_id: String,
+    pub comp_share_image_id: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub comp_share_image_name: String,
+    pub comp_share_image_name: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub comp_share_image_type: String,
+    pub comp_share_image_type: CompactString,
     /// `UHost` or `Container`.
     #[serde(deserialize_with = "lenient::string")]
-    pub instance_type: String,
+    pub instance_type: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub os_name: String,
+    pub os_name: CompactString,
     #[serde(deserialize_with = "lenient::string")]
-    pub os_type: String,
+    pub os_type: CompactString,
     /// Base64 in the answer; never shown, logged or put in status.
     pub password: Option<Password>,
     #[serde(deserialize_with = "lenient::string")]
-    pub ssh_login_command: String,
+    pub ssh_login_command: CompactString,
     #[serde(rename = "IPSet", deserialize_with = "lenient::seq")]
     pub ip_set: Vec<IpInfo>,
     #[serde(deserialize_with = "lenient::seq")]
@@ -90,7 +93,7 @@ pub struct GraphicsMemory {
 #[serde(default, rename_all = "PascalCase")]
 pub struct IpInfo {
     #[serde(rename = "IP", deserialize_with = "lenient::string")]
-    pub ip: String,
+    pub ip: CompactString,
     /// `Internation` (sic) and `Bgp` are public, `Private` is internal.
     #[serde(deserialize_with = "lenient::string")]
     pub r#type: String,
@@ -140,9 +143,9 @@ fn is_shared_address_space(ip: std::net::Ipv4Addr) -> bool {
 #[serde(default, rename_all = "PascalCase")]
 pub struct Software {
     #[serde(deserialize_with = "lenient::string")]
-    pub name: String,
+    pub name: CompactString,
     #[serde(rename = "URL", deserialize_with = "lenient::string")]
-    pub url: String,
+    pub url: CompactString,
 }
 
 /// The instance's login password as the API sends it (Base64). Its `Debug` output is redacted.

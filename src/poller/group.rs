@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::budget::Budget;
 use super::observation::{Observation, Outcome};
 use super::schedule::{Page, Schedule};
-use super::{GroupKey, ResourceKey, Target};
+use super::{GroupKey, Key, ResourceKey, Target};
 use crate::compshare::client::{DESCRIBE_ACTION, MAX_IDS_PER_CALL};
 use crate::compshare::{CallError, Client, Credentials, DescribeRequest, Disposition, Instance};
 use crate::metrics::{BackoffLabels, Metrics};
@@ -29,8 +29,8 @@ pub(super) struct Group {
 }
 
 pub(super) struct GroupState {
-    pub schedule: Schedule<ResourceKey>,
-    pub members: HashMap<ResourceKey, Member>,
+    pub schedule: Schedule<Key>,
+    pub members: HashMap<Key, Member>,
     pub last_success: Option<Instant>,
     backoff_policy: ExponentialBuilder,
     backoff: ExponentialBackoff,
@@ -58,7 +58,7 @@ impl Group {
         key: GroupKey,
         credentials: Credentials,
         budget: Arc<Budget>,
-        schedule: Schedule<ResourceKey>,
+        schedule: Schedule<Key>,
         backoff_policy: ExponentialBuilder,
     ) -> Self {
         Group {
@@ -79,28 +79,24 @@ impl Group {
     }
 
     /// Adds or updates a member; returns whether its task should look at the schedule again.
-    pub fn upsert(&self, target: &Target) -> bool {
+    pub fn upsert(&self, key: &Key, target: &Target) -> bool {
         let mut state = self.state.lock().expect("group lock");
         let state = &mut *state;
         let now = Instant::now();
-        let member = state
-            .members
-            .entry(target.key.clone())
-            .or_insert_with(|| Member {
-                uhost_id: target.uhost_id.clone(),
-                zone: target.zone.clone(),
-                observation: None,
-                pending_refresh: None,
-            });
+        let member = state.members.entry(key.clone()).or_insert_with(|| Member {
+            uhost_id: target.uhost_id.clone(),
+            zone: target.zone.clone(),
+            observation: None,
+            pending_refresh: None,
+        });
         // A changed zone changes what the answer means; observe again right away.
         let zone_changed = member.zone != target.zone;
         member.zone.clone_from(&target.zone);
-        let inserted =
-            state
-                .schedule
-                .insert(target.key.clone(), target.interval, now, &mut state.rng);
+        let inserted = state
+            .schedule
+            .insert(key.clone(), target.interval, now, &mut state.rng);
         if zone_changed {
-            state.schedule.mark_urgent(&target.key, now);
+            state.schedule.mark_urgent(key, now);
         }
         zone_changed || inserted != super::schedule::Inserted::Unchanged
     }
@@ -139,7 +135,7 @@ impl Group {
 }
 
 enum Next {
-    Call(Page<ResourceKey>),
+    Call(Page<Key>),
     WaitUntil(Option<Instant>),
 }
 
@@ -177,7 +173,7 @@ pub(super) async fn run(group: Arc<Group>, wiring: Arc<Wiring>) {
     }
 }
 
-async fn call(group: &Group, wiring: &Wiring, page: Page<ResourceKey>) {
+async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
     let request = {
         let state = group.state.lock().expect("group lock");
         let mut seen = HashSet::new();
@@ -235,7 +231,7 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<ResourceKey>) {
     }
     for key in changed {
         // The receiver lives as long as the controller; if it is gone, so is the process.
-        let _ = wiring.wake.send(key);
+        let _ = wiring.wake.send(ResourceKey::clone(&key));
     }
 }
 
@@ -244,23 +240,22 @@ impl GroupState {
     /// the backoff chosen, if the failure calls for one.
     fn apply(
         &mut self,
-        page: &Page<ResourceKey>,
+        page: &Page<Key>,
         result: Result<Vec<Instance>, CallError>,
         now: Instant,
         metrics: &Metrics,
-    ) -> (Vec<ResourceKey>, Option<Duration>) {
+    ) -> (Vec<Key>, Option<Duration>) {
         let mut backoff = None;
-        let answer = match &result {
+        let answer: Result<HashMap<String, Arc<Instance>>, CallError> = match result {
             Ok(instances) => {
                 self.last_success = Some(now);
                 self.backoff = self.backoff_policy.build();
                 self.schedule.polled(&page.keys);
-                Some(
-                    instances
-                        .iter()
-                        .map(|i| (i.u_host_id.as_str(), i))
-                        .collect::<HashMap<_, _>>(),
-                )
+                // Moved, not cloned: the answer's instances become the stored observations.
+                Ok(instances
+                    .into_iter()
+                    .map(|i| (i.u_host_id.to_string(), Arc::new(i)))
+                    .collect())
             }
             Err(error) if error.is_retryable() => {
                 let delay = self.backoff.next().unwrap_or(Duration::from_secs(60));
@@ -278,13 +273,13 @@ impl GroupState {
                 if page.urgent {
                     self.schedule.requeue_urgent(&page.keys, now);
                 }
-                None
+                Err(error)
             }
-            Err(_) => {
+            Err(error) => {
                 // Retrying cannot help (credentials, permissions, parameters): try again at the
                 // normal interval, not in a loop.
                 self.schedule.polled(&page.keys);
-                None
+                Err(error)
             }
         };
 
@@ -294,21 +289,22 @@ impl GroupState {
                 continue;
             };
             let previous = member.observation.as_deref();
-            let (outcome, seen) = match (&result, &answer) {
-                (Ok(_), Some(by_id)) => match by_id.get(member.uhost_id.as_str()) {
-                    Some(instance) => (
-                        outcome_of(instance, member.zone.as_deref()),
-                        Some(*instance),
-                    ),
-                    None => (Outcome::NotFound, None),
+            let last_known = previous.and_then(|p| p.instance.as_ref());
+            let (outcome, instance) = match &answer {
+                Ok(by_id) => match by_id.get(&member.uhost_id) {
+                    Some(seen) => {
+                        let outcome = outcome_of(seen, member.zone.as_deref());
+                        // Keep the stored instance when nothing changed, so unchanged
+                        // observations compare equal cheaply and share no new memory.
+                        let instance = match last_known {
+                            Some(old) if **old == **seen => old.clone(),
+                            _ => seen.clone(),
+                        };
+                        (outcome, Some(instance))
+                    }
+                    None => (Outcome::NotFound, last_known.cloned()),
                 },
-                (Err(error), _) => (Outcome::Failed(error.clone()), None),
-                (Ok(_), None) => unreachable!("a successful call always has an answer"),
-            };
-            let instance = match (seen, previous.and_then(|p| p.instance.as_ref())) {
-                (Some(new), Some(old)) if **old == *new => Some(old.clone()),
-                (Some(new), _) => Some(Arc::new(new.clone())),
-                (None, old) => old.cloned(),
+                Err(error) => (Outcome::Failed(error.clone()), last_known.cloned()),
             };
             let refresh = member
                 .pending_refresh
@@ -331,7 +327,7 @@ impl GroupState {
 fn outcome_of(instance: &Instance, zone: Option<&str>) -> Outcome {
     match zone {
         Some(zone) if !instance.zone.is_empty() && instance.zone != zone => Outcome::ZoneMismatch {
-            actual: instance.zone.clone(),
+            actual: instance.zone.to_string(),
         },
         _ => Outcome::Found,
     }

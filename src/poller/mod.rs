@@ -45,6 +45,10 @@ impl fmt::Display for ResourceKey {
     }
 }
 
+/// A member's key as the poller stores it: one allocation shared by the registry, the group and
+/// its schedule (at 10,000 resources, copies of the strings would be megabytes).
+type Key = Arc<ResourceKey>;
+
 /// What to observe for one resource.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -113,7 +117,7 @@ struct Shared {
 #[derive(Default)]
 struct Registry {
     groups: HashMap<GroupKey, GroupEntry>,
-    member_groups: HashMap<ResourceKey, GroupKey>,
+    member_groups: HashMap<Key, Arc<Group>>,
     budgets: HashMap<String, Arc<Budget>>,
 }
 
@@ -156,49 +160,58 @@ impl Poller {
     pub fn watch(&self, target: Target) {
         let group_key = GroupKey::of(&target);
         let mut registry = self.registry();
-        if let Some(previous) = registry.member_groups.get(&target.key).cloned()
-            && previous != group_key
-        {
-            registry.remove_member(&target.key, &previous);
-        }
+        let key = match registry.member_groups.get_key_value(&target.key) {
+            Some((key, group)) if group.key == group_key => {
+                let (key, group) = (key.clone(), group.clone());
+                drop(registry);
+                if group.upsert(&key, &target) {
+                    group.notify.notify_one();
+                }
+                return;
+            }
+            Some((key, _)) => {
+                let key = key.clone();
+                registry.remove_member(&key);
+                key
+            }
+            None => Arc::new(target.key.clone()),
+        };
         let budget_config = self.shared.config.budget;
         let budget = registry
             .budgets
             .entry(target.credentials.public_key.clone())
             .or_insert_with(|| Arc::new(Budget::new(budget_config)))
             .clone();
-        let entry = registry
+        let group = registry
             .groups
             .entry(group_key.clone())
-            .or_insert_with(|| self.spawn_group(group_key.clone(), &target, budget));
-        let group = entry.group.clone();
-        registry.member_groups.insert(target.key.clone(), group_key);
+            .or_insert_with(|| self.spawn_group(group_key, &target, budget))
+            .group
+            .clone();
+        registry.member_groups.insert(key.clone(), group.clone());
         drop(registry);
-        if group.upsert(&target) {
+        if group.upsert(&key, &target) {
             group.notify.notify_one();
         }
     }
 
     /// Stops observing a resource.
     pub fn forget(&self, key: &ResourceKey) {
-        let mut registry = self.registry();
-        if let Some(group_key) = registry.member_groups.get(key).cloned() {
-            registry.remove_member(key, &group_key);
-        }
+        self.registry().remove_member(key);
     }
 
     /// Stops observing every resource for which `keep` is false (after a re-list, for resources
     /// deleted while the watch was down).
     pub fn retain(&self, keep: impl Fn(&ResourceKey) -> bool) {
         let mut registry = self.registry();
-        let gone: Vec<(ResourceKey, GroupKey)> = registry
+        let gone: Vec<Key> = registry
             .member_groups
-            .iter()
-            .filter(|(key, _)| !keep(key))
-            .map(|(k, g)| (k.clone(), g.clone()))
+            .keys()
+            .filter(|key| !keep(key))
+            .cloned()
             .collect();
-        for (key, group_key) in gone {
-            registry.remove_member(&key, &group_key);
+        for key in gone {
+            registry.remove_member(&key);
         }
     }
 
@@ -216,9 +229,7 @@ impl Poller {
     }
 
     fn group_of(&self, key: &ResourceKey) -> Option<Arc<Group>> {
-        let registry = self.registry();
-        let group_key = registry.member_groups.get(key)?;
-        Some(registry.groups.get(group_key)?.group.clone())
+        self.registry().member_groups.get(key).cloned()
     }
 
     fn spawn_group(&self, key: GroupKey, target: &Target, budget: Arc<Budget>) -> GroupEntry {
@@ -246,13 +257,12 @@ impl Poller {
 }
 
 impl Registry {
-    fn remove_member(&mut self, key: &ResourceKey, group_key: &GroupKey) {
-        self.member_groups.remove(key);
-        let emptied = self
-            .groups
-            .get(group_key)
-            .is_some_and(|entry| entry.group.remove(key));
-        if emptied {
+    fn remove_member(&mut self, key: &ResourceKey) {
+        let Some(group) = self.member_groups.remove(key) else {
+            return;
+        };
+        if group.remove(key) {
+            let group_key = &group.key;
             self.groups.remove(group_key);
             let public_key = &group_key.public_key;
             if !self.groups.keys().any(|g| &g.public_key == public_key) {

@@ -12,6 +12,7 @@
 //!
 //! This module is pure (time and randomness are passed in) so the arithmetic is unit-tested.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
@@ -123,7 +124,11 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
         Inserted::New
     }
 
-    pub fn remove(&mut self, key: &K) -> bool {
+    pub fn remove<Q>(&mut self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let Some(slot) = self.members.remove(key) else {
             return false;
         };
@@ -134,15 +139,22 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
     }
 
     /// Queues a member for an urgent poll.
-    pub fn mark_urgent(&mut self, key: &K, now: Instant) {
-        let Some(slot) = self.members.get_mut(key) else {
+    pub fn mark_urgent<Q>(&mut self, key: &Q, now: Instant)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let Some((key, slot)) = self.members.get_key_value(key) else {
             return;
         };
         if slot.urgent {
             return;
         }
-        slot.urgent = true;
-        self.urgent.push_back(key.clone());
+        let key = key.clone();
+        if let Some(slot) = self.members.get_mut(key.borrow()) {
+            slot.urgent = true;
+        }
+        self.urgent.push_back(key);
         self.urgent_since.get_or_insert(now);
     }
 

@@ -4,8 +4,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::Stream;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -152,8 +154,20 @@ impl CredentialsResolver {
         {
             return result.clone().map_err(ResolveError::Problem);
         }
+        let result = self.fetch(secret).await?;
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(secret.clone(), (Instant::now(), result.clone()));
+        result.map_err(ResolveError::Problem)
+    }
+
+    async fn fetch(
+        &self,
+        secret: &SecretName,
+    ) -> Result<Result<Credentials, Problem>, kube::Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.namespace);
-        let result = match api.get_opt(&secret.name).await {
+        Ok(match api.get_opt(&secret.name).await {
             Ok(Some(found)) => credentials_from(&found, secret),
             Ok(None) => Err(Problem {
                 reason: "CredentialsMissing",
@@ -166,13 +180,49 @@ impl CredentialsResolver {
                     status.message
                 ),
             }),
-            Err(other) => return Err(ResolveError::Kube(other)),
-        };
-        self.cache
+            Err(other) => return Err(other),
+        })
+    }
+
+    /// Yields whenever a Secret in use changed (a rotated key, a deleted Secret), checking every
+    /// Secret that ever resolved to credentials about every `period`. Secrets are not watched:
+    /// that would need rights to read every Secret in the cluster.
+    pub fn rotations(self: Arc<Self>, period: Duration) -> impl Stream<Item = ()> + Send {
+        futures::stream::unfold(self, move |resolver| async move {
+            loop {
+                tokio::time::sleep(super::jittered(period)).await;
+                if resolver.changed_since_read().await {
+                    return Some(((), resolver));
+                }
+            }
+        })
+    }
+
+    /// Reads every Secret that held credentials again; whether any of them changed.
+    async fn changed_since_read(&self) -> bool {
+        let in_use: Vec<(SecretName, Credentials)> = self
+            .cache
             .lock()
             .expect("cache lock")
-            .insert(secret.clone(), (Instant::now(), result.clone()));
-        result.map_err(ResolveError::Problem)
+            .iter()
+            .filter_map(|(name, (_, result))| Some((name.clone(), result.clone().ok()?)))
+            .collect();
+        let mut changed = false;
+        for (name, before) in in_use {
+            let Ok(now) = self.fetch(&name).await else {
+                // The apiserver is unreachable: try again next period.
+                continue;
+            };
+            if !now.as_ref().is_ok_and(|c| c.same_keys(&before)) {
+                tracing::info!(secret = %name, "credentials Secret changed");
+                changed = true;
+            }
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .insert(name, (Instant::now(), now));
+        }
+        changed
     }
 }
 

@@ -72,7 +72,7 @@ pub fn transitions(
             reason: "Paused".into(),
             note: "Observation paused by the compshare.ucloud.cn/paused annotation".into(),
         }),
-        (Some("True"), Some("False")) => events.push(Transition {
+        (Some("True"), after) if after != Some("True") => events.push(Transition {
             type_: EventType::Normal,
             reason: "Resumed".into(),
             note: "Observation resumed".into(),

@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, ResultLabels};
 use crate::poller::{Poller, ResourceKey, Target};
-use crate::resource::{CompShareInstance, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL};
+use crate::resource::{
+    CompShareInstance, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, PAUSED_ANNOTATION, REFRESH_ANNOTATION,
+};
 use credentials::{CredentialsPolicy, CredentialsResolver, ResolveError};
 use status::{Inputs, Situation};
 
@@ -53,7 +55,7 @@ pub struct Settings {
 pub struct Context {
     client: kube::Client,
     poller: Poller,
-    credentials: CredentialsResolver,
+    credentials: Arc<CredentialsResolver>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
     settings: Settings,
@@ -71,7 +73,10 @@ impl Context {
             instance: settings.reporter_instance.clone(),
         };
         Context {
-            credentials: CredentialsResolver::new(client.clone(), settings.credentials.clone()),
+            credentials: Arc::new(CredentialsResolver::new(
+                client.clone(),
+                settings.credentials.clone(),
+            )),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             poller,
@@ -105,8 +110,7 @@ pub async fn run(
     let known = store.clone();
     let resources = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        // managedFields are never read, and are the bulk of each object in memory.
-        .modify(|o: &mut CompShareInstance| o.managed_fields_mut().clear())
+        .modify(keep_what_is_read)
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Delete(o)) => poller.forget(&key_of(o)),
@@ -134,13 +138,30 @@ pub async fn run(
     });
 
     let concurrency = ctx.settings.concurrency;
+    let rotations = ctx
+        .credentials
+        .clone()
+        .rotations(ctx.settings.credentials_recheck);
     Controller::for_stream(resources, store)
         .reconcile_on(observed)
+        .reconcile_all_on(rotations)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
         .await;
+}
+
+/// Drops from cached objects what the operator never reads: managed fields (the bulk of each
+/// object), labels, and annotations other than its own (`kubectl apply` keeps a whole copy of the
+/// object in one). At 10,000 resources this is most of the cache.
+fn keep_what_is_read(o: &mut CompShareInstance) {
+    let meta = &mut o.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k == PAUSED_ANNOTATION || k == REFRESH_ANNOTATION);
+    }
 }
 
 /// What decides whether a watch event is worth a reconciliation.
@@ -218,9 +239,11 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
                     ctx.poller.refresh(&key, token);
                 }
                 observation = ctx.poller.observation(&key);
+                // Nothing to do until the observation or the resource changes (or a credentials
+                // Secret does: see `CredentialsResolver::rotations`).
                 (
                     Situation::Watched(observation.as_deref()),
-                    Action::requeue(jittered(ctx.settings.credentials_recheck)),
+                    Action::await_change(),
                 )
             }
         }
@@ -302,6 +325,6 @@ fn poll_interval(resource: &CompShareInstance, default: Duration) -> Duration {
 }
 
 /// ±10%, so that re-checks of resources created together do not stay together.
-fn jittered(d: Duration) -> Duration {
+pub(crate) fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.9..1.1))
 }

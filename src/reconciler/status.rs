@@ -1,10 +1,11 @@
 //! The status a resource should have, computed from what is known about it. Pure: no I/O, no clock
 //! (the time is passed in), so every rule is unit-tested.
 //!
-//! Conditions follow `metav1.Condition` and kstatus: `Ready`, `Synced`, `Reconciling`, `Stalled` and
-//! `Paused` are always present, each with the generation it was computed for; `lastTransitionTime`
-//! moves only when a condition's status changes, so an unchanged resource yields an identical
-//! status and no write.
+//! Conditions follow `metav1.Condition` and kstatus: `Ready` and `Synced` are always present;
+//! `Reconciling`, `Stalled` and `Paused` are "abnormal-true" and present only while True (their
+//! absence means False to kstatus, Argo CD and `kubectl wait`). Each carries the generation it was
+//! computed for; `lastTransitionTime` moves only when a condition's status changes, so an
+//! unchanged resource yields an identical status and no write.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -90,52 +91,47 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
 
     match inputs.situation {
         Situation::Paused => {
-            conditions.set(
+            conditions.raise(
                 PAUSED,
-                TRUE,
                 "PausedByAnnotation",
                 "Observation is paused by the compshare.ucloud.cn/paused annotation",
             );
-            conditions.set(RECONCILING, FALSE, "Paused", "Observation is paused");
-            // A resource created paused still gets every condition, so kstatus never reads a
+            conditions.clear(RECONCILING);
+            // A resource created paused still gets Ready and Synced, so kstatus never reads a
             // resource without Ready as Current.
             for kind in [READY, SYNCED] {
                 conditions.set_if_absent(kind, UNKNOWN, "Paused", "Observation is paused");
             }
-            conditions.set_if_absent(STALLED, FALSE, "NotStalled", "");
         }
         Situation::CredentialsProblem(problem) => {
-            conditions.set(PAUSED, FALSE, "NotPaused", "");
+            conditions.clear(PAUSED);
+            conditions.clear(RECONCILING);
             conditions.set(SYNCED, FALSE, problem.reason, &problem.message);
             conditions.set(READY, FALSE, problem.reason, &problem.message);
-            conditions.set(
-                RECONCILING,
-                FALSE,
-                problem.reason,
-                "Waiting for usable credentials",
-            );
-            conditions.set(STALLED, TRUE, problem.reason, &problem.message);
+            conditions.raise(STALLED, problem.reason, &problem.message);
         }
         Situation::Watched(None) => {
-            conditions.set(PAUSED, FALSE, "NotPaused", "");
+            conditions.clear(PAUSED);
             // After a restart the last status stays as it is until the first observation: no
-            // flapping, no writes. A new resource says that it is waiting.
-            let waiting = "Waiting for the first observation of the instance";
-            conditions.set_if_absent(READY, UNKNOWN, AWAITING, waiting);
-            conditions.set_if_absent(SYNCED, UNKNOWN, AWAITING, waiting);
-            conditions.set_if_absent(RECONCILING, TRUE, AWAITING, waiting);
-            conditions.set_if_absent(STALLED, FALSE, "NotStalled", "");
+            // flapping, no writes. A new resource says that it is on its way.
+            if !conditions.has(READY) {
+                let waiting = "Waiting for the first observation of the instance";
+                conditions.set(READY, UNKNOWN, AWAITING, waiting);
+                conditions.set(SYNCED, UNKNOWN, AWAITING, waiting);
+                conditions.raise(RECONCILING, AWAITING, waiting);
+            }
+            conditions.claim_all();
         }
         Situation::Watched(Some(observation)) => {
-            conditions.set(PAUSED, FALSE, "NotPaused", "");
+            conditions.clear(PAUSED);
             apply_observation(&mut status, &mut conditions, resource, observation);
         }
     }
 
     if let Some(problem) = inputs.connection_problem
-        && !conditions.is_true(STALLED)
+        && !conditions.has(STALLED)
     {
-        conditions.set(STALLED, TRUE, problem.reason, &problem.message);
+        conditions.raise(STALLED, problem.reason, &problem.message);
     }
 
     conditions
@@ -174,16 +170,18 @@ fn apply_observation(
     let state = status.state.clone();
     match stall(resource, observation, state.as_deref()) {
         Some(problem) => {
-            conditions.set(STALLED, TRUE, problem.reason, &problem.message);
+            conditions.raise(STALLED, problem.reason, &problem.message);
             conditions.set(READY, FALSE, problem.reason, &problem.message);
-            conditions.set(RECONCILING, FALSE, problem.reason, &problem.message);
+            conditions.clear(RECONCILING);
         }
         None => {
-            conditions.set(STALLED, FALSE, "NotStalled", "");
+            conditions.clear(STALLED);
             match (&observation.outcome, state.as_deref()) {
                 // A passing failure does not change what is known about the instance: Ready
-                // keeps its last value rather than flapping.
-                (Outcome::Failed(error), _) if conditions.has(READY) && error.is_retryable() => {}
+                // and Reconciling keep their last values rather than flapping.
+                (Outcome::Failed(error), _) if conditions.has(READY) && error.is_retryable() => {
+                    conditions.claim_all();
+                }
                 (Outcome::Failed(error), None) => {
                     let reason = failure_reason(error);
                     conditions.set(
@@ -192,12 +190,7 @@ fn apply_observation(
                         reason,
                         "The instance has not been observed yet",
                     );
-                    conditions.set(
-                        RECONCILING,
-                        TRUE,
-                        AWAITING,
-                        "Waiting for the first observation",
-                    );
+                    conditions.raise(RECONCILING, AWAITING, "Waiting for the first observation");
                 }
                 (_, Some(state)) => set_state_conditions(conditions, state),
                 (_, None) => {}
@@ -220,9 +213,9 @@ fn set_state_conditions(conditions: &mut Conditions<'_>, state: &str) {
     };
     conditions.set(READY, ready, &reason, &message);
     if TRANSITIONAL_STATES.contains(&state) {
-        conditions.set(RECONCILING, TRUE, &reason, &message);
+        conditions.raise(RECONCILING, &reason, &message);
     } else {
-        conditions.set(RECONCILING, FALSE, "NotReconciling", "");
+        conditions.clear(RECONCILING);
     }
 }
 
@@ -301,7 +294,7 @@ fn state_reason(state: &str) -> String {
 
 /// Fills the instance's facts; every field is rebuilt, so a fact the API stops reporting goes away.
 fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
-    status.state = Some(i.state.clone());
+    status.state = Some(i.state.to_string());
     status.addresses = i
         .ip_set
         .iter()
@@ -311,7 +304,7 @@ fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
                 Reach::External => AddressType::ExternalIp,
                 Reach::Internal => AddressType::InternalIp,
             },
-            address: ip.ip.clone(),
+            address: ip.ip.to_string(),
         })
         .collect();
     status.public_ip = status
@@ -319,24 +312,26 @@ fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
         .iter()
         .find(|a| a.type_ == AddressType::ExternalIp)
         .map(|a| a.address.clone());
-    status.ssh = ssh_access(&i.ssh_login_command);
+    status.ssh = ssh_access(&i.ssh_login_command).map(Box::new);
     status.instance_name = non_empty(&i.name);
     status.zone = non_empty(&i.zone);
     status.machine_type = non_empty(&i.machine_type);
     status.cpu = i.cpu.filter(|c| *c > 0);
     status.memory = i.memory.filter(|m| *m > 0).map(mebibytes);
-    status.gpu = gpu(i);
+    status.gpu = gpu(i).map(Box::new);
     status.image = Some(ImageInfo {
         id: non_empty(&i.comp_share_image_id),
         name: non_empty(&i.comp_share_image_name),
         type_: non_empty(&i.comp_share_image_type),
     })
-    .filter(|img| img.id.is_some() || img.name.is_some() || img.type_.is_some());
+    .filter(|img| img.id.is_some() || img.name.is_some() || img.type_.is_some())
+    .map(Box::new);
     status.os = Some(OsInfo {
         name: non_empty(&i.os_name),
         type_: non_empty(&i.os_type),
     })
-    .filter(|os| os.name.is_some() || os.type_.is_some());
+    .filter(|os| os.name.is_some() || os.type_.is_some())
+    .map(Box::new);
     status.instance_type = non_empty(&i.instance_type);
     status.charge_type = non_empty(&i.charge_type);
     status.spot = i.is_spot;
@@ -349,8 +344,8 @@ fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
         .iter()
         .filter(|s| !s.name.is_empty() || !s.url.is_empty())
         .map(|s| SoftwareEndpoint {
-            name: s.name.clone(),
-            url: s.url.clone(),
+            name: s.name.to_string(),
+            url: s.url.to_string(),
         })
         .collect();
 }
@@ -463,24 +458,30 @@ impl Conditions<'_> {
     }
 
     fn set_if_absent(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
-        if self.has(type_) {
-            // Still claim it for this generation.
-            if let Some(c) = self.list.iter_mut().find(|c| c.type_ == type_) {
-                c.observed_generation = self.generation;
-            }
-        } else {
+        if !self.has(type_) {
             self.set(type_, status, reason, message);
+        }
+    }
+
+    /// Sets an abnormal-true condition (present only while True).
+    fn raise(&mut self, type_: &str, reason: &str, message: &str) {
+        self.set(type_, TRUE, reason, message);
+    }
+
+    /// Removes an abnormal-true condition: its absence means False.
+    fn clear(&mut self, type_: &str) {
+        self.list.retain(|c| c.type_ != type_);
+    }
+
+    /// Keeps every condition as it is, for the current generation.
+    fn claim_all(&mut self) {
+        for c in &mut self.list {
+            c.observed_generation = self.generation;
         }
     }
 
     fn has(&self, type_: &str) -> bool {
         self.list.iter().any(|c| c.type_ == type_)
-    }
-
-    fn is_true(&self, type_: &str) -> bool {
-        self.list
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == TRUE)
     }
 }
 
@@ -592,6 +593,10 @@ mod tests {
         r.status = Some(compute(r, situation, now));
     }
 
+    fn absent(r: &CompShareInstance, type_: &str) -> bool {
+        condition(r.status.as_ref(), type_).is_none()
+    }
+
     fn cond<'a>(r: &'a CompShareInstance, type_: &str) -> (&'a str, &'a str, i64) {
         let c = condition(r.status.as_ref(), type_).unwrap_or_else(|| panic!("no {type_}"));
         (
@@ -615,8 +620,7 @@ mod tests {
         assert_eq!(cond(&r, READY), (UNKNOWN, AWAITING, 100));
         assert_eq!(cond(&r, SYNCED), (UNKNOWN, AWAITING, 100));
         assert_eq!(cond(&r, RECONCILING), (TRUE, AWAITING, 100));
-        assert_eq!(cond(&r, STALLED).0, FALSE);
-        assert_eq!(cond(&r, PAUSED).0, FALSE);
+        assert!(absent(&r, STALLED) && absent(&r, PAUSED));
         let types: Vec<&str> = r
             .status
             .as_ref()
@@ -625,7 +629,7 @@ mod tests {
             .iter()
             .map(|c| c.type_.as_str())
             .collect();
-        assert_eq!(types, CONDITION_ORDER);
+        assert_eq!(types, [READY, SYNCED, RECONCILING]);
     }
 
     #[test]
@@ -636,8 +640,7 @@ mod tests {
         step(&mut r, Situation::Watched(Some(&o)), 101);
         assert_eq!(cond(&r, READY), (TRUE, "Running", 101));
         assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 101));
-        assert_eq!(cond(&r, RECONCILING), (FALSE, "NotReconciling", 101));
-        assert_eq!(cond(&r, STALLED), (FALSE, "NotStalled", 100));
+        assert!(absent(&r, RECONCILING) && absent(&r, STALLED) && absent(&r, PAUSED));
         let s = r.status.as_ref().unwrap();
         assert_eq!(s.observed_generation, Some(3));
         assert!(
@@ -701,7 +704,7 @@ mod tests {
         let stopped = observed(Outcome::Found, Some(instance("Stopped")));
         step(&mut r, Situation::Watched(Some(&stopped)), 300);
         assert_eq!(cond(&r, READY), (FALSE, "Stopped", 200));
-        assert_eq!(cond(&r, RECONCILING), (FALSE, "NotReconciling", 300));
+        assert!(absent(&r, RECONCILING));
     }
 
     #[test]
@@ -763,7 +766,7 @@ mod tests {
             "DescribeCompShareInstance failed: RetCode 153: Request too frequent"
         );
         assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
-        assert_eq!(cond(&r, STALLED).0, FALSE);
+        assert!(absent(&r, STALLED));
         let after = r.status.as_ref().unwrap();
         assert_eq!(after.addresses, before.addresses);
         assert_eq!(after.ssh, before.ssh);
@@ -837,7 +840,7 @@ mod tests {
         assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
         assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 100));
         step(&mut r, Situation::Watched(None), 300);
-        assert_eq!(cond(&r, PAUSED), (FALSE, "NotPaused", 300));
+        assert!(absent(&r, PAUSED));
 
         let mut fresh = resource(1);
         step(&mut fresh, Situation::Paused, 100);

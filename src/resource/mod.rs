@@ -181,6 +181,9 @@ pub struct SecretRef {
 /// What the operator last observed. Only fields that change when the instance changes are kept
 /// (no prices, monitoring figures or update times), so an unchanged instance causes no writes.
 /// Passwords are never stored here.
+//
+// The larger optional groups are boxed: the operator caches one status per resource, and an
+// absent box costs a pointer where an absent struct costs its whole size.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompShareInstanceStatus {
@@ -210,7 +213,7 @@ pub struct CompShareInstanceStatus {
 
     /// How to log in, read from the API's SSH login command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssh: Option<SshAccess>,
+    pub ssh: Option<Box<SshAccess>>,
 
     /// The instance's name in CompShare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,15 +237,15 @@ pub struct CompShareInstanceStatus {
 
     /// The GPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<GpuInfo>,
+    pub gpu: Option<Box<GpuInfo>>,
 
     /// The image the instance runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<ImageInfo>,
+    pub image: Option<Box<ImageInfo>>,
 
     /// The operating system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os: Option<OsInfo>,
+    pub os: Option<Box<OsInfo>>,
 
     /// `UHost` (a virtual machine) or `Container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

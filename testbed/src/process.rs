@@ -37,7 +37,11 @@ impl Process {
         let stderr = log_file
             .try_clone()
             .context(|| format!("duplicate the handle of {}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(log_file).stderr(stderr);
+        command
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(stderr)
+            .process_group(0);
         let child = spawn_tied_to_this_process(command).context(|| format!("start {what}"))?;
         Ok(Process {
             child,
@@ -51,13 +55,20 @@ impl Process {
             // Already reaped: its pid may belong to another process by now.
             return;
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: a plain syscall; the child is not reaped yet, so the pid is still ours.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        // The child leads a process group of its own: signalling the group also reaches what it
+        // started (a profiler's target, a shell's children).
+        let group = libc::pid_t::try_from(self.child.id()).ok().map(|pid| -pid);
+        if let Some(group) = group {
+            // SAFETY: a plain syscall; the child is not reaped yet, so its group is still ours.
+            unsafe { libc::kill(group, libc::SIGTERM) };
         }
         let deadline = Instant::now() + STOP_GRACE;
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(group) = group {
+            // SAFETY: as above; members that outlived the leader keep the group id reserved.
+            unsafe { libc::kill(group, libc::SIGKILL) };
         }
         // Both are no-ops on a child that has exited; wait() reaps it so no zombie is left.
         let _ = self.child.kill();

@@ -87,17 +87,13 @@ impl Bed {
     }
 
     /// The operator for this namespace, against this simulator.
-    pub fn operator(&self) -> OperatorBuilder<'_> {
-        OperatorBuilder {
-            bed: self,
-            args: Vec::new(),
-            kubeconfig: self.control_plane.kubeconfig_path(),
-            namespace: Some(self.namespace.namespace.clone()),
-        }
-    }
-
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.logs.path().join(name)
+    pub fn operator(&self) -> OperatorBuilder {
+        OperatorBuilder::new(
+            &self.simulator.endpoint(),
+            &self.control_plane.kubeconfig_path(),
+            self.logs.path(),
+        )
+        .namespace(&self.namespace.namespace)
     }
 }
 
@@ -341,7 +337,8 @@ pub fn state(o: &CompShareInstance) -> Option<&str> {
     o.status.as_ref()?.state.as_deref()
 }
 
-async fn install_crd(control_plane: &ControlPlane) {
+/// Applies the CRD and waits until the apiserver serves it.
+pub async fn install_crd(control_plane: &ControlPlane) {
     let client = control_plane.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     let crd = CompShareInstance::crd();
@@ -363,14 +360,56 @@ async fn install_crd(control_plane: &ControlPlane) {
     .expect("watching the CRD");
 }
 
-pub struct OperatorBuilder<'a> {
-    bed: &'a Bed,
-    args: Vec<String>,
+/// The operator binary, to be started against a simulator and a control plane.
+pub struct OperatorBuilder {
+    endpoint: String,
     kubeconfig: PathBuf,
+    log_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    wrapper: Vec<String>,
     namespace: Option<String>,
+    log_filter: String,
 }
 
-impl OperatorBuilder<'_> {
+impl OperatorBuilder {
+    /// Watching every namespace, logging into `log_dir`.
+    pub fn new(endpoint: &str, kubeconfig: &Path, log_dir: &Path) -> Self {
+        OperatorBuilder {
+            endpoint: endpoint.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
+            log_dir: log_dir.to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            wrapper: Vec::new(),
+            namespace: None,
+            log_filter: "info,compshare_operator=debug".to_owned(),
+        }
+    }
+
+    /// `RUST_LOG` for the operator (default: debug for the operator, info for the rest).
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = filter.to_owned();
+        self
+    }
+
+    /// Watches only `namespace`.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// Runs the operator under another program (a profiler): `wrapper… compshare-operator run …`.
+    pub fn wrapper(mut self, command: &[String]) -> Self {
+        self.wrapper = command.to_vec();
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self
@@ -393,17 +432,26 @@ impl OperatorBuilder<'_> {
     pub async fn start(self) -> Operator {
         let metrics = free_port();
         let log = self
-            .bed
-            .log_path(&format!("operator-{}.log", metrics.port()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_compshare-operator"));
+            .log_dir
+            .join(format!("operator-{}.log", metrics.port()));
+        let binary = env!("CARGO_BIN_EXE_compshare-operator");
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("run")
-            .args(["--endpoint", &self.bed.simulator.endpoint()])
+            .args(["--endpoint", &self.endpoint])
             .arg("--allow-insecure-http")
             .args(["--metrics-address", &metrics.to_string()])
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info,compshare_operator=debug")
+            .env("RUST_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("COMPSHARE_WATCH_NAMESPACE");
         if let Some(namespace) = &self.namespace {
             command.args(["--namespace", namespace]);
@@ -448,6 +496,10 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
     }
 
     pub fn is_running(&mut self) -> bool {
