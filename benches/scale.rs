@@ -499,7 +499,7 @@ impl Tracker {
                 {
                     *reached = Some(Instant::now());
                 }
-                state.seen.insert(name, observed);
+                state.seen.insert(name, observed.to_string());
                 drop(state);
                 c.notify_waiters();
             }

@@ -146,26 +146,12 @@ async fn resources_reach_the_right_status_from_the_simulator() {
     assert_eq!(status.gpu.as_ref().unwrap().summary, "4090×2");
     assert_eq!(status.memory.as_ref().unwrap().0, "64Gi");
     assert_eq!(status.observed_generation, running.metadata.generation);
-    let addresses: Vec<(String, String)> = status
-        .addresses
-        .iter()
-        .map(|a| {
-            (
-                serde_json::to_value(a.type_)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-                a.address.clone(),
-            )
-        })
-        .collect();
     assert_eq!(
-        addresses,
-        [
-            ("ExternalIP".to_owned(), "117.50.1.2".to_owned()),
-            ("InternalIP".to_owned(), "10.9.0.4".to_owned())
-        ]
+        serde_json::to_value(&status.addresses).unwrap(),
+        json!([
+            {"type": "ExternalIP", "address": "117.50.1.2"},
+            {"type": "InternalIP", "address": "10.9.0.4"},
+        ])
     );
 
     let container = bed.wait_for("container", "synced", SETTLE, is_synced).await;

@@ -101,7 +101,7 @@ mod tests {
 
     fn status(state: Option<&str>, conditions: &[(&str, &str, &str)]) -> CompShareInstanceStatus {
         CompShareInstanceStatus {
-            state: state.map(str::to_owned),
+            state: state.map(Into::into),
             conditions: conditions
                 .iter()
                 .map(|(t, s, r)| Condition {

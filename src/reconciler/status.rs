@@ -7,6 +7,7 @@
 //! computed for; `lastTransitionTime` moves only when a condition's status changes, so an
 //! unchanged resource yields an identical status and no write.
 
+use compact_str::{CompactString, format_compact};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -82,7 +83,7 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
     let mut status = resource.status.clone().unwrap_or_default();
     let generation = resource.metadata.generation;
     status.observed_generation = generation;
-    status.connection_secret_name = inputs.connection_secret.map(str::to_owned);
+    status.connection_secret_name = inputs.connection_secret.map(CompactString::from);
     let mut conditions = Conditions {
         list: std::mem::take(&mut status.conditions),
         generation,
@@ -151,7 +152,7 @@ fn apply_observation(
         set_facts(status, instance);
     }
     if observation.refresh.is_some() {
-        status.last_handled_refresh.clone_from(&observation.refresh);
+        status.last_handled_refresh = observation.refresh.as_deref().map(CompactString::from);
     }
 
     match &observation.outcome {
@@ -294,7 +295,7 @@ fn state_reason(state: &str) -> String {
 
 /// Fills the instance's facts; every field is rebuilt, so a fact the API stops reporting goes away.
 fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
-    status.state = Some(i.state.to_string());
+    status.state = Some(i.state.clone());
     status.addresses = i
         .ip_set
         .iter()
@@ -304,7 +305,7 @@ fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
                 Reach::External => AddressType::ExternalIp,
                 Reach::Internal => AddressType::InternalIp,
             },
-            address: ip.ip.to_string(),
+            address: ip.ip.clone(),
         })
         .collect();
     status.public_ip = status
@@ -344,8 +345,8 @@ fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
         .iter()
         .filter(|s| !s.name.is_empty() || !s.url.is_empty())
         .map(|s| SoftwareEndpoint {
-            name: s.name.to_string(),
-            url: s.url.to_string(),
+            name: s.name.clone(),
+            url: s.url.clone(),
         })
         .collect();
 }
@@ -353,14 +354,14 @@ fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
 fn ssh_access(command: &str) -> Option<SshAccess> {
     let login = parse_login_command(command)?;
     let address = if login.host.contains(':') {
-        format!("[{}]:{}", login.host, login.port)
+        format_compact!("[{}]:{}", login.host, login.port)
     } else {
-        format!("{}:{}", login.host, login.port)
+        format_compact!("{}:{}", login.host, login.port)
     };
     Some(SshAccess {
         command: command.to_owned(),
-        user: login.user,
-        host: login.host,
+        user: login.user.map(CompactString::from),
+        host: login.host.into(),
         port: i32::from(login.port),
         address,
     })
@@ -373,9 +374,9 @@ fn gpu(i: &Instance) -> Option<GpuInfo> {
         return None;
     }
     let summary = match (&type_, count) {
-        (Some(t), Some(n)) => format!("{t}×{n}"),
+        (Some(t), Some(n)) => format_compact!("{t}×{n}"),
         (Some(t), None) => t.clone(),
-        (None, Some(n)) => format!("GPU×{n}"),
+        (None, Some(n)) => format_compact!("GPU×{n}"),
         (None, None) => unreachable!("checked above"),
     };
     Some(GpuInfo {
@@ -423,8 +424,8 @@ fn yes_no(value: &str) -> Option<bool> {
     }
 }
 
-fn non_empty(value: &str) -> Option<String> {
-    (!value.is_empty()).then(|| value.to_owned())
+fn non_empty(value: &str) -> Option<CompactString> {
+    (!value.is_empty()).then(|| value.into())
 }
 
 /// The conditions being computed, with the rules for updating one.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::CustomResourceExt;
@@ -182,8 +183,9 @@ pub struct SecretRef {
 /// (no prices, monitoring figures or update times), so an unchanged instance causes no writes.
 /// Passwords are never stored here.
 //
-// The larger optional groups are boxed: the operator caches one status per resource, and an
-// absent box costs a pointer where an absent struct costs its whole size.
+// The operator caches one status per resource, so its Rust layout is kept small: the larger
+// optional groups are boxed (an absent box costs a pointer, an absent struct its whole size), and
+// text is held in `CompactString`s (values up to 24 bytes need no allocation).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompShareInstanceStatus {
@@ -201,11 +203,13 @@ pub struct CompShareInstanceStatus {
     /// `Starting`, `Running`, `Stopping`, `Stopped`, `Rebooting`, `Resizing`, or any value the API
     /// adds later. Empty when the API could not read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub state: Option<CompactString>,
 
     /// The first public address of the instance (from `addresses`), for display.
     #[serde(default, rename = "publicIP", skip_serializing_if = "Option::is_none")]
-    pub public_ip: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub public_ip: Option<CompactString>,
 
     /// The instance's addresses. Container instances often have none and are reached via `ssh`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -217,15 +221,18 @@ pub struct CompShareInstanceStatus {
 
     /// The instance's name in CompShare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_name: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub instance_name: Option<CompactString>,
 
     /// The zone the instance runs in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub zone: Option<CompactString>,
 
     /// The machine type, for example `G`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub machine_type: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub machine_type: Option<CompactString>,
 
     /// Number of CPU cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,11 +256,13 @@ pub struct CompShareInstanceStatus {
 
     /// `UHost` (a virtual machine) or `Container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_type: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub instance_type: Option<CompactString>,
 
     /// The billing mode, for example `Month`, `Day` or `Dynamic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub charge_type: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub charge_type: Option<CompactString>,
 
     /// Whether the instance is a spot (preemptible) instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,12 +291,14 @@ pub struct CompShareInstanceStatus {
     /// The last value of the `compshare.ucloud.cn/refresh-requested-at` annotation that was
     /// handled by an observation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_handled_refresh: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub last_handled_refresh: Option<CompactString>,
 
     /// The connection Secret the operator maintains for this resource (see
     /// `spec.writeConnectionSecretToRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_secret_name: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub connection_secret_name: Option<CompactString>,
 }
 
 /// An address of the instance, as in Cluster API's `MachineAddress`.
@@ -297,7 +308,8 @@ pub struct InstanceAddress {
     #[serde(rename = "type")]
     pub type_: AddressType,
     /// The IP address.
-    pub address: String,
+    #[schemars(with = "String")]
+    pub address: CompactString,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -315,13 +327,16 @@ pub struct SshAccess {
     pub command: String,
     /// The login user, when the command names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub user: Option<CompactString>,
     /// The host to connect to.
-    pub host: String,
+    #[schemars(with = "String")]
+    pub host: CompactString,
     /// The port to connect to (22 unless the command says otherwise).
     pub port: i32,
     /// `host:port`, for display.
-    pub address: String,
+    #[schemars(with = "String")]
+    pub address: CompactString,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -331,44 +346,53 @@ pub struct GpuInfo {
     pub count: Option<i64>,
     /// The GPU model, for example `4090`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub type_: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub type_: Option<CompactString>,
     /// Memory per GPU, for example `24Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
     /// `type×count`, for display (for example `4090×2`).
-    pub summary: String,
+    #[schemars(with = "String")]
+    pub summary: CompactString,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct ImageInfo {
     /// The image id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub id: Option<CompactString>,
     /// The image name, for example `PyTorch 2.1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub name: Option<CompactString>,
     /// `System`, `App`, `Custom` or `Community`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub type_: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub type_: Option<CompactString>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct OsInfo {
     /// The OS name, for example `Ubuntu 22.04`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub name: Option<CompactString>,
     /// `Linux` or `Windows`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub type_: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub type_: Option<CompactString>,
 }
 
 /// A software endpoint on the instance.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SoftwareEndpoint {
     /// The software, for example `JupyterLab`.
-    pub name: String,
+    #[schemars(with = "String")]
+    pub name: CompactString,
     /// Where to reach it.
-    pub url: String,
+    #[schemars(with = "String")]
+    pub url: CompactString,
 }
 
 impl CompShareInstance {
