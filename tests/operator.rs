@@ -644,3 +644,32 @@ async fn kubectl_get_shows_the_columns() {
     let by_category = bed.kubectl(&["get", "compshare"]);
     assert!(by_category.contains("gpu-box"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_picked_up_within_the_credentials_recheck() {
+    let bed = Bed::new("rotation", vec![running("uhost-a", "1.2.3.4")]).await;
+    bed.credentials("keys").await;
+    bed.create("a", spec("uhost-a")).await;
+    let _operator = bed
+        .operator()
+        .arg("--credentials-recheck")
+        .arg("3s")
+        .start()
+        .await;
+    bed.wait_for("a", "synced", SETTLE, is_synced).await;
+
+    // A wrong key put in the Secret is used (and rejected) without touching the resource...
+    bed.secret(
+        "keys",
+        &[("publicKey", PUBLIC_KEY), ("privateKey", "revoked-key")],
+    )
+    .await;
+    bed.wait_for("a", "using the new key", Duration::from_secs(15), |o| {
+        condition(o, "Stalled") == Some(("True", "CredentialsRejected"))
+    })
+    .await;
+    // ...and so is the right one again.
+    bed.credentials("keys").await;
+    bed.wait_for("a", "recovered", Duration::from_secs(15), is_synced)
+        .await;
+}
