@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::reconciler::credentials::{AllowedNamespaces, SecretName};
 use crate::telemetry::LogFormat;
@@ -136,9 +136,35 @@ pub struct RunArgs {
     #[arg(long, env = "COMPSHARE_PER_OBJECT_POLLING")]
     pub per_object_polling: bool,
 
-    /// This operator's name in events (the chart sets the pod name).
+    /// This operator's name in events and in the leader election (the chart sets the pod name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+
+    /// Elect a leader among replicas on a coordination.k8s.io Lease; only the leader polls and
+    /// writes. `false` only for a single replica that must not need Lease permissions.
+    #[arg(long, env = "COMPSHARE_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the Lease (default: the pod's namespace, else the watched namespace, else
+    /// `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "COMPSHARE_LEASE_NAME",
+        default_value = "compshare-operator"
+    )]
+    pub lease_name: String,
+
+    /// How long the lease holds without renewal: the longest a dead leader delays a takeover.
+    #[arg(long, env = "COMPSHARE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How long before the lease expires the leader renews it.
+    #[arg(long, env = "COMPSHARE_LEASE_RENEW_BEFORE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_renew_before: Duration,
 }
 
 fn poll_interval(s: &str) -> Result<Duration, String> {

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod compshare;
+pub mod leadership;
 pub mod metrics;
 pub mod operator;
 pub mod poller;

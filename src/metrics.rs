@@ -58,6 +58,7 @@ pub struct Metrics {
     pub cloud_backoff_seconds: Histogram,
     pub budget_wait_seconds: Histogram,
     pub kube_writes: Family<WriteLabels, Counter>,
+    pub leader: Gauge,
 }
 
 /// A source of gauges read at scrape time (the poller).
@@ -140,6 +141,12 @@ impl Metrics {
             "Writes to the Kubernetes API, by kind (status, event, secret)",
             kube_writes.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads (polls and writes); 0 while it waits for the lease",
+            leader.clone(),
+        );
         let gauge_source = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(GaugeCollector(gauge_source.clone())));
         Metrics {
@@ -153,6 +160,7 @@ impl Metrics {
             cloud_backoff_seconds,
             budget_wait_seconds,
             kube_writes,
+            leader,
         }
     }
 

@@ -1,8 +1,10 @@
 //! `compshare-operator run`: wires the CompShare client, the poller, the controller and the HTTP
-//! endpoints together, and stops them all on SIGTERM or Ctrl-C.
+//! endpoints together, takes part in the leader election, and stops everything on SIGTERM or
+//! Ctrl-C (releasing the lease, so another replica takes over at once).
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,6 +13,7 @@ use futures::FutureExt;
 use crate::cli::RunArgs;
 use crate::compshare::client::MAX_IDS_PER_CALL;
 use crate::compshare::{self, ClientConfig};
+use crate::leadership::{Leadership, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::poller::{BudgetConfig, Poller, PollerConfig, ScheduleConfig};
 use crate::reconciler::credentials::CredentialsPolicy;
@@ -26,8 +29,117 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    if args.per_object_polling {
+        tracing::warn!(
+            "per-object polling: one API call per resource per interval (comparison mode)"
+        );
+    }
+    tracing::info!(
+        endpoint = %args.endpoint,
+        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        default_poll_interval = ?args.default_poll_interval,
+        "starting compshare-operator"
+    );
 
     let metrics = Arc::new(Metrics::new());
+    let shutdown = shutdown::signal().shared();
+    let ready = Arc::new(AtomicBool::new(false));
+    let http = tokio::spawn(server::serve(
+        args.metrics_address,
+        metrics.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    ));
+    let parts = Parts {
+        cloud,
+        kube,
+        metrics,
+        ready,
+    };
+    let outcome = if args.leader_election {
+        lead(&args, parts, shutdown).await
+    } else {
+        operate(&args, parts, shutdown).await;
+        Ok(())
+    };
+    http.await?.context("metrics server")?;
+    tracing::info!("stopped");
+    outcome
+}
+
+/// What the controller is built from.
+struct Parts {
+    cloud: compshare::Client,
+    kube: kube::Client,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Waits to lead, operates while leading, and releases the lease on shutdown. Losing the lease
+/// ends the process with an error, so that a restart waits for it again.
+async fn lead(
+    args: &RunArgs,
+    parts: Parts,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let lease = LeaseSettings {
+        namespace: args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| "default".to_owned()),
+        name: args.lease_name.clone(),
+        identity: args.pod_name.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "compshare-operator".into());
+            format!("{host}-{}", uuid::Uuid::new_v4().simple())
+        }),
+        duration: args.lease_duration,
+        renew_before: args.lease_renew_before,
+    };
+    let mut leadership = Leadership::join(parts.kube.clone(), &lease)
+        .await
+        .with_context(|| {
+            format!(
+                "joining the leader election on Lease {}/{}",
+                lease.namespace, lease.name
+            )
+        })?;
+    // A standby replica is healthy and ready: waiting is all it has to do.
+    parts.ready.store(true, Ordering::Release);
+    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting to lead");
+    let acquired = tokio::select! {
+        () = shutdown.clone() => false,
+        () = leadership.acquired() => true,
+    };
+    if !acquired {
+        leadership.release().await;
+        return Ok(());
+    }
+    tracing::info!(identity = %lease.identity, "leading");
+    parts.ready.store(false, Ordering::Release);
+    let lost = leadership.lost();
+    let stop = futures::future::select(Box::pin(shutdown), Box::pin(lost)).map(|_| ());
+    operate(args, parts, stop).await;
+    if leadership.is_leading() {
+        leadership.release().await;
+        Ok(())
+    } else {
+        anyhow::bail!("lost the leader lease; exiting so that a restart waits for it again")
+    }
+}
+
+/// Runs the poller and the controller until `stop` resolves.
+async fn operate(
+    args: &RunArgs,
+    parts: Parts,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let Parts {
+        cloud,
+        kube,
+        metrics,
+        ready,
+    } = parts;
     let (poller, changes) = Poller::new(
         cloud,
         PollerConfig {
@@ -50,7 +162,7 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
         metrics.clone(),
     );
     metrics.set_gauge_source(Arc::new(poller.clone()));
-
+    metrics.leader.set(1);
     let settings = Settings {
         namespace: args.namespace.clone(),
         default_poll_interval: args.default_poll_interval,
@@ -63,29 +175,7 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
         },
         reporter_instance: args.pod_name.clone(),
     };
-    if args.per_object_polling {
-        tracing::warn!(
-            "per-object polling: one API call per resource per interval (comparison mode)"
-        );
-    }
-    tracing::info!(
-        endpoint = %args.endpoint,
-        namespace = args.namespace.as_deref().unwrap_or("(all)"),
-        default_poll_interval = ?args.default_poll_interval,
-        "starting compshare-operator"
-    );
-
-    let shutdown = shutdown::signal().shared();
-    let ready = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context::new(kube, poller, metrics.clone(), settings));
-    let http = tokio::spawn(server::serve(
-        args.metrics_address,
-        metrics,
-        ready.clone(),
-        shutdown.clone(),
-    ));
-    reconciler::run(ctx, changes, ready, shutdown).await;
-    http.await?.context("metrics server")?;
-    tracing::info!("stopped");
-    Ok(())
+    reconciler::run(ctx, changes, ready, stop).await;
+    metrics.leader.set(0);
 }

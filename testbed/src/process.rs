@@ -6,7 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::thread;
@@ -49,11 +49,11 @@ impl Process {
         })
     }
 
-    /// SIGTERM, then SIGKILL after a grace period.
-    fn stop(mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            // Already reaped: its pid may belong to another process by now.
-            return;
+    /// SIGTERM, then SIGKILL after a grace period; how it exited.
+    fn stop(mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // Already exited (and now reaped): its pid may belong to another process by now.
+            return Some(status);
         }
         // The child leads a process group of its own: signalling the group also reaches what it
         // started (a profiler's target, a shell's children).
@@ -72,6 +72,17 @@ impl Process {
         }
         // Both are no-ops on a child that has exited; wait() reaps it so no zombie is left.
         let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    /// SIGKILL at once, as a crash or an OOM kill would end it.
+    fn kill(mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id())
+            && matches!(self.child.try_wait(), Ok(None))
+        {
+            // SAFETY: a plain syscall; the child is not reaped yet, so its group is still ours.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.child.wait();
     }
 }
@@ -101,10 +112,15 @@ impl Daemon {
         matches!(self.0.as_mut().map(|p| p.child.try_wait()), Some(Ok(None)))
     }
 
-    /// Stops it and waits for it to exit.
-    pub fn stop(mut self) {
+    /// Stops it politely (SIGTERM, then SIGKILL after a grace period); how it exited.
+    pub fn stop(mut self) -> Option<ExitStatus> {
+        self.0.take().and_then(Process::stop)
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
         if let Some(process) = self.0.take() {
-            process.stop();
+            process.kill();
         }
     }
 

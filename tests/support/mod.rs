@@ -51,6 +51,11 @@ impl Bed {
     /// A fresh namespace on this binary's shared control plane (with the CRD installed) and a
     /// simulator serving `instances` for the test account.
     pub async fn new(name: &str, instances: Vec<Value>) -> Bed {
+        Bed::with_fixture(name, fixture(instances)).await
+    }
+
+    /// Like [`Bed::new`], with a fixture of the test's own (several accounts, say).
+    pub async fn with_fixture(name: &str, fixture: Fixture) -> Bed {
         let control_plane = ControlPlane::shared();
         install_crd(control_plane).await;
         let namespace = control_plane
@@ -58,7 +63,7 @@ impl Bed {
             .await
             .expect("namespace");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let simulator = Simulator::start(listener, fixture(instances));
+        let simulator = Simulator::start(listener, fixture);
         Bed {
             namespace: Namespace {
                 control_plane,
@@ -428,7 +433,7 @@ impl OperatorBuilder {
         self
     }
 
-    /// Starts the operator and waits until it is ready.
+    /// Starts the operator and waits until it is ready (a standby replica is ready at once).
     pub async fn start(self) -> Operator {
         let metrics = free_port();
         let log = self
@@ -502,6 +507,16 @@ impl Operator {
         self.daemon.pid()
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; how it exited.
+    pub fn stop(self) -> Option<std::process::ExitStatus> {
+        self.daemon.stop()
+    }
+
+    /// SIGKILL, as a crash or a lost node would end it.
+    pub fn kill(self) {
+        self.daemon.kill();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.daemon.is_running()
     }
@@ -531,6 +546,12 @@ impl Operator {
                 (name == series).then(|| value.parse().unwrap())
             })
             .unwrap_or(0.0)
+    }
+
+    /// Reconciliations that ended in an error so far.
+    pub async fn failed_reconciles(&self) -> f64 {
+        self.metric("compshare_reconciles_total{result=\"error\"}")
+            .await
     }
 
     /// Status, event and Secret writes so far.

@@ -1,0 +1,112 @@
+//! Several replicas: exactly one polls the cloud, another takes over within the lease duration when
+//! the leader dies or stops (a stopping leader releases the lease and exits cleanly), and statuses
+//! stay fresh.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::json;
+use support::*;
+
+const POLL: Duration = Duration::from_secs(10);
+const LEASE: Duration = Duration::from_secs(6);
+
+async fn holder(bed: &Bed) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    leases
+        .get_opt("compshare-operator")
+        .await
+        .unwrap()?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+async fn wait_until_leading(operator: &Operator, within: Duration) -> Duration {
+    let started = Instant::now();
+    while operator.metric("compshare_leader").await != 1.0 {
+        assert!(
+            started.elapsed() < within,
+            "no takeover within {within:?}:\n{}",
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+fn replica(bed: &Bed, name: &str) -> OperatorBuilder {
+    bed.operator()
+        .arg("--pod-name")
+        .arg(name)
+        .arg("--lease-duration")
+        .arg(format!("{}s", LEASE.as_secs()))
+        .arg("--lease-renew-before")
+        .arg("2s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_polls_and_another_takes_over() {
+    let instances = (0..150)
+        .map(|i| running(&format!("uhost-{i:03}"), &format!("10.0.0.{}", i + 1)))
+        .collect();
+    let bed = Bed::new("ha", instances).await;
+    bed.credentials("keys").await;
+    for i in 0..150 {
+        bed.create(&format!("gpu-{i:03}"), spec(&format!("uhost-{i:03}")))
+            .await;
+    }
+    let first = replica(&bed, "replica-a").start().await;
+    wait_until_leading(&first, Duration::from_secs(10)).await;
+    let second = replica(&bed, "replica-b").start().await;
+    bed.wait_for("gpu-149", "synced", Duration::from_secs(30), is_synced)
+        .await;
+    assert_eq!(holder(&bed).await.as_deref(), Some("replica-a"));
+    assert_eq!(second.metric("compshare_leader").await, 0.0, "b waits");
+
+    // Exactly one replica polls: two pages per interval, as for one operator.
+    tokio::time::sleep(POLL).await;
+    bed.reset_counters().await;
+    tokio::time::sleep(POLL * 2).await;
+    let calls = bed.describe_calls().await;
+    assert!(calls.abs_diff(4) <= 1, "{calls} calls in two intervals");
+
+    // The leader dies: the other takes over once the lease expires, and observes.
+    first.kill();
+    let takeover = wait_until_leading(&second, LEASE + Duration::from_secs(10)).await;
+    eprintln!("takeover after the leader was killed: {takeover:?}");
+    assert!(
+        takeover <= LEASE + Duration::from_secs(4),
+        "took over after {takeover:?}"
+    );
+    assert_eq!(holder(&bed).await.as_deref(), Some("replica-b"));
+    let changed = Instant::now();
+    bed.set_instance("uhost-042", json!({"State": "Stopped"}))
+        .await;
+    bed.wait_for("gpu-042", "Stopped", POLL + Duration::from_secs(5), |o| {
+        state(o) == Some("Stopped")
+    })
+    .await;
+    assert!(changed.elapsed() <= POLL + Duration::from_secs(3));
+
+    // A clean stop (SIGTERM) ends the process successfully and releases the lease; a waiting
+    // replica takes it when its wait for the old lease ends.
+    let third = replica(&bed, "replica-c").start().await;
+    let status = second.stop().expect("b exited");
+    assert!(status.success(), "b exited with {status}");
+    assert_ne!(
+        holder(&bed).await.as_deref(),
+        Some("replica-b"),
+        "b released the lease"
+    );
+    let takeover = wait_until_leading(&third, LEASE + Duration::from_secs(10)).await;
+    eprintln!("takeover after the leader stopped: {takeover:?}");
+    assert!(
+        takeover <= LEASE + Duration::from_secs(2),
+        "took over after {takeover:?}"
+    );
+    assert_eq!(holder(&bed).await.as_deref(), Some("replica-c"));
+}
