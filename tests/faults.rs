@@ -450,3 +450,87 @@ async fn a_refused_status_write_is_retried_calmly_and_a_deleted_resource_is_let_
         "the deleted resource is no longer polled: {group}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_storm_stays_within_the_accounts_call_budget() {
+    // One account in three regions: three poll groups, each backing off on its own, sharing one
+    // budget of 12 calls a minute (a burst of 2).
+    const REGIONS: [&str; 3] = ["cn-wlcb", "cn-sh2", "hk"];
+    let instances = (0..30)
+        .map(|i| {
+            let mut instance = running(&format!("uhost-{i:02}"), &format!("10.0.0.{}", i + 1));
+            instance["Region"] = json!(REGIONS[i % 3]);
+            instance
+        })
+        .collect();
+    let bed = Bed::new("storm", instances).await;
+    bed.credentials("keys").await;
+    for i in 0..30 {
+        let mut s = spec(&format!("uhost-{i:02}"));
+        s["region"] = json!(REGIONS[i % 3]);
+        bed.create(&format!("gpu-{i:02}"), s).await;
+    }
+    let operator = bed
+        .operator()
+        .arg("--account-calls-per-minute")
+        .arg("12")
+        .arg("--account-burst")
+        .arg("2")
+        .arg("--min-backoff")
+        .arg("1s")
+        .arg("--max-backoff")
+        .arg("2s")
+        .start()
+        .await;
+    for i in 0..30 {
+        bed.wait_for(
+            &format!("gpu-{i:02}"),
+            "synced",
+            Duration::from_secs(60),
+            is_synced,
+        )
+        .await;
+    }
+
+    // Throttled for 30 s: backing off alone, three groups would retry every 1-4 s (about 40 calls).
+    bed.inject(json!({"kind": "throttle", "durationMs": 30000}))
+        .await;
+    bed.reset_counters().await;
+    for i in 0..3 {
+        bed.annotate(
+            &format!("gpu-{i:02}"),
+            "compshare.ucloud.cn/refresh-requested-at",
+            Some("storm"),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let calls = bed.describe_calls().await;
+    eprintln!("calls during the 30 s storm: {calls}");
+    // 12 a minute is 6 in 30 s, plus the burst of 2 (and one token refilled at the edge).
+    assert!(
+        calls <= 9,
+        "{calls} calls in a 30 s storm with a budget of 12 a minute"
+    );
+    assert!(calls >= 3, "{calls}: each group kept trying");
+    let backoffs = operator
+        .metric("compshare_cloud_backoffs_total{reason=\"throttled\"}")
+        .await;
+    assert!(backoffs >= 3.0, "{backoffs} throttled backoffs");
+    let waited = operator
+        .metric("compshare_cloud_budget_wait_seconds_count")
+        .await;
+    assert!(waited > 0.0);
+
+    // After the storm every resource is observed again.
+    for i in 0..30 {
+        bed.wait_for(
+            &format!("gpu-{i:02}"),
+            "synced",
+            Duration::from_secs(60),
+            is_synced,
+        )
+        .await;
+    }
+    assert!(operator.healthy().await);
+}

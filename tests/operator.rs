@@ -50,6 +50,51 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
             json!({"uhostId": "uhost-1", "region": "cn-wlcb", "writeConnectionSecretToRef": {"name": "-x"}}),
             "must be a valid Secret name",
         ),
+        (
+            json!({"uhostId": "u".repeat(65), "region": "cn-wlcb"}),
+            "spec.uhostId: Too long: may not be more than 64",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "r".repeat(33)}),
+            "spec.region: Too long",
+        ),
+        (json!({"uhostId": "uhost-1", "region": ""}), "spec.region"),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "zone": "Zone 1"}),
+            "zone must be a CompShare zone such as cn-wlcb-01",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "projectId": "org abc"}),
+            "projectId must be a CompShare project id",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "pollInterval": "1.5h"}),
+            "pollInterval must be a duration such as 30s, 5m or 1h30m",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "pollInterval": "-10s"}),
+            "pollInterval must be a duration such as 30s, 5m or 1h30m",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "pollInterval": "9999ms"}),
+            "pollInterval must be between 10s and 24h",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "credentialsRef": {"name": ""}}),
+            "spec.credentialsRef.name",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "credentialsRef": {}}),
+            "spec.credentialsRef.name: Required value",
+        ),
+        (
+            json!({"uhostId": "uhost-1", "region": "cn-wlcb", "credentialsRef": {"name": "x".repeat(254)}}),
+            "spec.credentialsRef.name: Too long",
+        ),
+        (
+            json!({"uhostId": 42, "region": "cn-wlcb"}),
+            "spec.uhostId: Invalid value: \"integer\"",
+        ),
     ];
     // Untyped, since the typed spec cannot even hold most of these.
     let api: Api<DynamicObject> = Api::namespaced_with(

@@ -1,0 +1,66 @@
+//! What the command line refuses before anything starts.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_compshare-operator"))
+        .args(args)
+        // Whatever it refuses, it must refuse before reaching for a cluster.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("COMPSHARE_ALLOW_INSECURE_HTTP")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn a_plain_http_endpoint_needs_an_explicit_flag() {
+    let (ok, text) = run(&["run", "--endpoint", "http://127.0.0.1:9"]);
+    assert!(!ok);
+    assert!(
+        text.contains("uses plain HTTP; pass --allow-insecure-http"),
+        "{text}"
+    );
+
+    // With the flag it goes on (and stops at the missing kubeconfig), warning first.
+    let (ok, text) = run(&[
+        "run",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--allow-insecure-http",
+    ]);
+    assert!(!ok);
+    assert!(
+        text.contains("CompShare endpoint uses plain HTTP"),
+        "{text}"
+    );
+    assert!(text.contains("no Kubernetes configuration"), "{text}");
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_reason() {
+    for (args, expected) in [
+        (
+            &["run", "--default-poll-interval", "5s"][..],
+            "must be between",
+        ),
+        (
+            &["run", "--endpoint", "ftp://example.com"][..],
+            "is not an http(s) URL",
+        ),
+        (
+            &["run", "--default-credentials-secret", "no-namespace"][..],
+            "is not NAMESPACE/NAME",
+        ),
+        (
+            &["run", "--account-calls-per-minute", "0"][..],
+            "invalid value",
+        ),
+    ] {
+        let (ok, text) = run(args);
+        assert!(!ok, "{args:?} accepted");
+        assert!(text.contains(expected), "{args:?}: {text}");
+    }
+}
