@@ -455,7 +455,8 @@ async fn the_connection_secret_is_written_owned_and_holds_the_decoded_password()
     let mut s = spec("uhost-a");
     s["writeConnectionSecretToRef"] = json!({"name": "a-ssh"});
     let created = bed.create("a", s).await;
-    let operator = bed.operator().start().await;
+    // The most verbose logging there is: the password must not reach it either.
+    let operator = bed.operator().log_filter("trace").start().await;
     let a = bed
         .wait_for(
             "a",
@@ -492,7 +493,9 @@ async fn the_connection_secret_is_written_owned_and_holds_the_decoded_password()
             !text.contains(PASSWORD) && !text.contains("c2VjcmV0LXBhc3N3b3JkLTQy"),
             "password in {place}"
         );
+        assert!(!text.contains(PRIVATE_KEY), "private key in {place}");
     }
+    assert!(operator.logs().contains("TRACE"), "trace logging was on");
 
     // A changed password is written once; an unchanged one never again.
     bed.set_instance("uhost-a", json!({"Password": "bmV3LXBhc3N3b3Jk"}))

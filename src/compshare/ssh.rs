@@ -58,7 +58,7 @@ pub fn parse_login_command(command: &str) -> Option<SshLogin> {
                 attached.to_owned()
             };
             match flag {
-                'p' => port = Some(value.parse::<u16>().ok().filter(|p| *p != 0)?),
+                'p' => port = Some(parse_port(&value)?),
                 'l' => login_name = Some(value),
                 _ => {}
             }
@@ -99,15 +99,20 @@ fn split_uri_host_port(host: &str) -> Option<(String, Option<u16>)> {
     if let Some(rest) = host.strip_prefix('[') {
         let (addr, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
+            Some(p) => Some(parse_port(p)?),
             None => None,
         };
         return Some((addr.to_owned(), port));
     }
     match host.rsplit_once(':') {
-        Some((h, p)) => Some((h.to_owned(), Some(p.parse().ok()?))),
+        Some((h, p)) => Some((h.to_owned(), Some(parse_port(p)?))),
         None => Some((host.to_owned(), None)),
     }
+}
+
+/// A port number; 0 is not one a client can connect to.
+fn parse_port(text: &str) -> Option<u16> {
+    text.parse::<u16>().ok().filter(|p| *p != 0)
 }
 
 #[cfg(test)]
@@ -199,6 +204,9 @@ mod tests {
             "ssh root@",
             "mosh root@h",
             "ssh 'unterminated",
+            "ssh ssh://root@h:0",
+            // Found by the fuzzer (fuzz/): a URI destination with port 0.
+            "ssh ssh://root@002[1://r[20@oto01:Ph2://r[20@oto01:0",
         ] {
             assert_eq!(parse_login_command(bad), None, "{bad:?}");
         }
