@@ -294,8 +294,8 @@ impl GroupState {
                 Ok(by_id) => match by_id.get(&member.uhost_id) {
                     Some(seen) => {
                         let outcome = outcome_of(seen, member.zone.as_deref());
-                        // Keep the stored instance when nothing changed, so unchanged
-                        // observations compare equal cheaply and share no new memory.
+                        // Keep the stored instance when nothing changed: the new copy is
+                        // dropped with the answer instead of replacing an equal one.
                         let instance = match last_known {
                             Some(old) if **old == **seen => old.clone(),
                             _ => seen.clone(),
