@@ -141,6 +141,9 @@ struct Measurement {
     latency_max: f64,
     /// Status writes during the sync (first observations), for context.
     sync_status_writes: f64,
+    /// Status writes per second the apiserver takes from a plain client (server-side apply, 16 at
+    /// once, as the operator writes): the ceiling of any operator's sync rate on this machine.
+    apiserver_write_rate: f64,
 }
 
 const REGIONS: [&str; 2] = ["cn-wlcb", "cn-sh2"];
@@ -324,6 +327,7 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         .await
         .expect("create the resources");
 
+    let apiserver_write_rate = apiserver_write_rate(&control_plane, scenario.n.min(2000)).await;
     let tracker = Tracker::start(
         api.clone(),
         (0..scenario.n).map(|i| (name(i), "Running".to_owned())),
@@ -425,7 +429,61 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         latency_p99: percentile(&latencies, 0.99),
         latency_max: latencies.last().copied().unwrap_or(0.0),
         sync_status_writes,
+        apiserver_write_rate,
     }
+}
+
+/// Writes one status to each of `count` fresh resources, 16 at once, as fast as the apiserver takes
+/// them; returns writes per second.
+async fn apiserver_write_rate(control_plane: &ControlPlane, count: usize) -> f64 {
+    let namespace = control_plane.create_namespace("ceiling").await.unwrap();
+    let api: Api<CompShareInstance> = Api::namespaced(control_plane.client().await, &namespace);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let object: CompShareInstance = serde_json::from_value(json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "metadata": {"name": name(i)},
+                "spec": {"uhostId": uhost(i), "region": "cn-wlcb"},
+            }))
+            .unwrap();
+            async move {
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<()>()
+        .await
+        .expect("create the resources");
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let status = json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "status": {"state": "Running", "conditions": [{
+                    "type": "Ready", "status": "True", "reason": "Running",
+                    "message": "The instance is Running", "observedGeneration": 1,
+                    "lastTransitionTime": "2026-11-26T00:00:00Z",
+                }]},
+            });
+            async move {
+                api.patch_status(
+                    &name(i),
+                    &PatchParams::apply("ceiling").force(),
+                    &Patch::Apply(&status),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+        .expect("write the statuses");
+    count as f64 / started.elapsed().as_secs_f64()
 }
 
 fn name(i: usize) -> String {
@@ -714,6 +772,7 @@ fn medians(ms: &[Measurement]) -> Measurement {
         latency_p99: m(|x| x.latency_p99),
         latency_max: m(|x| x.latency_max),
         sync_status_writes: m(|x| x.sync_status_writes),
+        apiserver_write_rate: m(|x| x.apiserver_write_rate),
     }
 }
 
@@ -721,7 +780,7 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| N | groups | mode | runs | time to sync (s) | calls / interval (design) | status writes / interval (operator, apiserver) | events / interval (operator, apiserver) | RSS peak / steady (MiB) | CPU s: sync, per interval | change → status (s): median, p99, max | status writes during sync |"
+        "| N | groups | mode | runs | time to sync (s) | calls / interval (design) | status writes / interval (operator, apiserver) | events / interval (operator, apiserver) | RSS peak / steady (MiB) | CPU s: sync, per interval | change → status (s): median, p99, max | status writes during sync, per s (apiserver ceiling) |"
     );
     let _ = writeln!(
         out,
@@ -731,7 +790,7 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
         let m = medians(ms);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.1} | {:.1} ({}) | {}, {} | {}, {} | {:.1} / {:.1} | {:.2}, {:.3} | {:.2}, {:.2}, {:.2} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} ({}) | {}, {} | {}, {} | {:.1} / {:.1} | {:.2}, {:.3} | {:.2}, {:.2}, {:.2} | {}, {:.0}/s ({:.0}/s) |",
             s.n,
             s.groups(),
             s.mode.name(),
@@ -751,6 +810,8 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
             m.latency_p99,
             m.latency_max,
             m.sync_status_writes,
+            m.sync_status_writes / m.sync_seconds,
+            m.apiserver_write_rate,
         );
     }
     let _ = writeln!(
