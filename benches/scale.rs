@@ -302,11 +302,11 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     let interval_text = humantime::format_duration(interval)
         .to_string()
         .replace(' ', "");
-    futures::stream::iter(0..scenario.n)
-        .map(|i| {
-            let api = api.clone();
+    create_all(
+        &api,
+        (0..scenario.n).map(|i| {
             let (account, region) = group_of(i);
-            let object: CompShareInstance = serde_json::from_value(json!({
+            serde_json::from_value(json!({
                 "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
                 "metadata": {"name": name(i)},
                 "spec": {
@@ -315,17 +315,10 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
                     "pollInterval": interval_text,
                 },
             }))
-            .unwrap();
-            async move {
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<()>()
-        .await
-        .expect("create the resources");
+            .unwrap()
+        }),
+    )
+    .await;
 
     let apiserver_write_rate = apiserver_write_rate(&control_plane, scenario.n.min(2000)).await;
     let tracker = Tracker::start(
@@ -438,25 +431,18 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
 async fn apiserver_write_rate(control_plane: &ControlPlane, count: usize) -> f64 {
     let namespace = control_plane.create_namespace("ceiling").await.unwrap();
     let api: Api<CompShareInstance> = Api::namespaced(control_plane.client().await, &namespace);
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
-            let object: CompShareInstance = serde_json::from_value(json!({
+    create_all(
+        &api,
+        (0..count).map(|i| {
+            serde_json::from_value(json!({
                 "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
                 "metadata": {"name": name(i)},
                 "spec": {"uhostId": uhost(i), "region": "cn-wlcb"},
             }))
-            .unwrap();
-            async move {
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<()>()
-        .await
-        .expect("create the resources");
+            .unwrap()
+        }),
+    )
+    .await;
     let started = Instant::now();
     futures::stream::iter(0..count)
         .map(|i| {
@@ -484,6 +470,26 @@ async fn apiserver_write_rate(control_plane: &ControlPlane, count: usize) -> f64
         .await
         .expect("write the statuses");
     count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Creates the objects, 32 at once.
+async fn create_all(
+    api: &Api<CompShareInstance>,
+    objects: impl Iterator<Item = CompShareInstance>,
+) {
+    futures::stream::iter(objects)
+        .map(|object| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<()>()
+        .await
+        .expect("create the resources");
 }
 
 fn name(i: usize) -> String {

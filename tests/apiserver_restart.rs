@@ -21,15 +21,11 @@ async fn the_operator_rides_out_an_apiserver_and_etcd_restart() {
             .await;
     }
     let mut operator = bed.operator().start().await;
-    for i in 0..20 {
-        bed.wait_for(
-            &format!("gpu-{i:02}"),
-            "synced",
-            Duration::from_secs(30),
-            is_synced,
-        )
-        .await;
-    }
+    bed.wait_all_synced(
+        (0..20).map(|i| format!("gpu-{i:02}")),
+        Duration::from_secs(30),
+    )
+    .await;
 
     // Down for longer than a poll interval; the cloud changes meanwhile.
     let control_plane = bed.control_plane;

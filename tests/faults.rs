@@ -217,10 +217,11 @@ async fn every_fault_kind_for_a_count_and_for_a_duration() {
         .arg("json")
         .start()
         .await;
-    for (n, _, _) in &scenarios {
-        bed.wait_for(n, "synced", Duration::from_secs(30), is_synced)
-            .await;
-    }
+    bed.wait_all_synced(
+        scenarios.iter().map(|(n, _, _)| n.clone()),
+        Duration::from_secs(30),
+    )
+    .await;
     let changes = StatusChanges::default();
     changes.follow(&bed);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -482,15 +483,11 @@ async fn a_throttling_storm_stays_within_the_accounts_call_budget() {
         .arg("2s")
         .start()
         .await;
-    for i in 0..30 {
-        bed.wait_for(
-            &format!("gpu-{i:02}"),
-            "synced",
-            Duration::from_secs(60),
-            is_synced,
-        )
-        .await;
-    }
+    bed.wait_all_synced(
+        (0..30).map(|i| format!("gpu-{i:02}")),
+        Duration::from_secs(60),
+    )
+    .await;
 
     // Throttled for 30 s: backing off alone, three groups would retry every 1-4 s (about 40 calls).
     bed.inject(json!({"kind": "throttle", "durationMs": 30000}))
@@ -523,14 +520,10 @@ async fn a_throttling_storm_stays_within_the_accounts_call_budget() {
     assert!(waited > 0.0);
 
     // After the storm every resource is observed again.
-    for i in 0..30 {
-        bed.wait_for(
-            &format!("gpu-{i:02}"),
-            "synced",
-            Duration::from_secs(60),
-            is_synced,
-        )
-        .await;
-    }
+    bed.wait_all_synced(
+        (0..30).map(|i| format!("gpu-{i:02}")),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(operator.healthy().await);
 }

@@ -306,15 +306,11 @@ async fn n_resources_in_one_account_and_region_cost_ceil_n_over_100_calls_per_in
             .await;
     }
     let operator = bed.operator().start().await;
-    for i in [0, N / 2, N - 1] {
-        bed.wait_for(
-            &format!("gpu-{i:04}"),
-            "synced",
-            Duration::from_secs(60),
-            is_synced,
-        )
-        .await;
-    }
+    bed.wait_all_synced(
+        [0, N / 2, N - 1].map(|i| format!("gpu-{i:04}")),
+        Duration::from_secs(60),
+    )
+    .await;
     // Settle past the first polls, then count whole intervals.
     tokio::time::sleep(POLL).await;
     bed.reset_counters().await;

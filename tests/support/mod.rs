@@ -191,6 +191,17 @@ impl Namespace {
         }
     }
 
+    /// Waits until every one of `names` is `Synced=True`.
+    pub async fn wait_all_synced(
+        &self,
+        names: impl IntoIterator<Item = String>,
+        timeout: Duration,
+    ) {
+        for name in names {
+            self.wait_for(&name, "synced", timeout, is_synced).await;
+        }
+    }
+
     /// Events about `name`, oldest first.
     pub async fn events(&self, name: &str) -> Vec<Event> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
