@@ -44,11 +44,17 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let shutdown = shutdown::signal().shared();
     let ready = Arc::new(AtomicBool::new(false));
+    // The endpoints stop with the operation, whether it was asked to or failed: a process that
+    // no longer reconciles must exit rather than keep answering its probes.
+    let (operation_ended, ended) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind(args.metrics_address)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_address))?;
     let http = tokio::spawn(server::serve(
-        args.metrics_address,
+        listener,
         metrics.clone(),
         ready.clone(),
-        shutdown.clone(),
+        futures::future::select(shutdown.clone(), ended).map(|_| ()),
     ));
     let parts = Parts {
         cloud,
@@ -59,9 +65,9 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
     let outcome = if args.leader_election {
         lead(&args, parts, shutdown).await
     } else {
-        operate(&args, parts, shutdown).await;
-        Ok(())
+        operate(&args, parts, shutdown).await
     };
+    drop(operation_ended);
     http.await?.context("metrics server")?;
     tracing::info!("stopped");
     outcome
@@ -119,21 +125,22 @@ async fn lead(
     parts.ready.store(false, Ordering::Release);
     let lost = leadership.lost();
     let stop = futures::future::select(Box::pin(shutdown), Box::pin(lost)).map(|_| ());
-    operate(args, parts, stop).await;
+    let operated = operate(args, parts, stop).await;
     if leadership.is_leading() {
         leadership.release().await;
-        Ok(())
+        operated
     } else {
         anyhow::bail!("lost the leader lease; exiting so that a restart waits for it again")
     }
 }
 
-/// Runs the poller and the controller until `stop` resolves.
+/// Runs the poller and the controller until `stop` resolves. A controller that ends on its own
+/// is an error: the process must not live on (healthy to its probes) without reconciling.
 async fn operate(
     args: &RunArgs,
     parts: Parts,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> anyhow::Result<()> {
     let Parts {
         cloud,
         kube,
@@ -176,6 +183,12 @@ async fn operate(
         reporter_instance: args.pod_name.clone(),
     };
     let ctx = Arc::new(Context::new(kube, poller, metrics.clone(), settings));
-    reconciler::run(ctx, changes, ready, stop).await;
+    let stop = stop.shared();
+    reconciler::run(ctx, changes, ready, stop.clone()).await;
     metrics.leader.set(0);
+    anyhow::ensure!(
+        stop.peek().is_some(),
+        "the controller stopped without being asked to"
+    );
+    Ok(())
 }

@@ -2,7 +2,6 @@
 //! and `/readyz` (the first list of resources has arrived).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,8 +19,10 @@ struct Shared {
     ready: Arc<AtomicBool>,
 }
 
+/// Serves on `listener` (bound by the caller, so that a taken port stops the operator at start)
+/// until `shutdown` resolves.
 pub async fn serve(
-    address: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -31,8 +32,9 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readiness))
         .with_state(Shared { metrics, ready });
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

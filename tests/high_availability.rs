@@ -110,3 +110,48 @@ async fn one_replica_polls_and_another_takes_over() {
     );
     assert_eq!(holder(&bed).await.as_deref(), Some("replica-c"));
 }
+
+/// A leader whose lease is taken (another holder wrote it, for instance after a long partition)
+/// stops working and exits with an error, so that Kubernetes restarts it as a standby; it must
+/// neither keep polling nor linger, healthy to its probes, doing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_exits() {
+    let bed = Bed::new("lost-lease", vec![running("uhost-1", "10.0.0.1")]).await;
+    bed.credentials("keys").await;
+    bed.create("gpu-1", spec("uhost-1")).await;
+    let mut leader = replica(&bed, "replica-a").start().await;
+    wait_until_leading(&leader, Duration::from_secs(10)).await;
+
+    let leases: Api<Lease> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    leases
+        .patch(
+            "compshare-operator",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {
+                "holderIdentity": "usurper",
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseDurationSeconds": 3600,
+            }})),
+        )
+        .await
+        .unwrap();
+
+    let taken = Instant::now();
+    while leader.is_running() {
+        assert!(
+            taken.elapsed() < LEASE + Duration::from_secs(10),
+            "still running {:?} after the lease was taken:\n{}",
+            taken.elapsed(),
+            leader.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("exited {:?} after its lease was taken", taken.elapsed());
+    let logs = leader.logs();
+    let status = leader.stop().expect("exited");
+    assert!(!status.success(), "exited with {status}:\n{logs}");
+    assert!(logs.contains("lost the leader lease"), "{logs}");
+    assert_eq!(holder(&bed).await.as_deref(), Some("usurper"));
+}
