@@ -231,9 +231,18 @@ async fn main() {
     }
 
     let report = report(&results, &args);
-    std::fs::write(&args.output, &report).expect("write the report");
     println!("{report}");
+    // The analysis below the marker is written by people; a new run replaces only the figures.
+    let analysis = std::fs::read_to_string(&args.output)
+        .ok()
+        .and_then(|old| old.find(ANALYSIS_MARKER).map(|at| old[at..].to_owned()))
+        .unwrap_or_default();
+    std::fs::write(&args.output, report + &analysis).expect("write the report");
 }
+
+/// Where the generated part of the report ends and the hand-written analysis begins.
+const ANALYSIS_MARKER: &str =
+    "<!-- analysis: kept by the benchmark when it rewrites the figures -->";
 
 async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     let interval = args.interval;
