@@ -1,12 +1,17 @@
 //! What the command line refuses before anything starts.
 
+use std::path::Path;
 use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String) {
+    // Whatever it refuses, it must refuse before reaching for a cluster.
+    run_with_kubeconfig(args, Path::new("/nonexistent/kubeconfig"))
+}
+
+fn run_with_kubeconfig(args: &[&str], kubeconfig: &Path) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_compshare-operator"))
         .args(args)
-        // Whatever it refuses, it must refuse before reaching for a cluster.
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env("KUBECONFIG", kubeconfig)
         .env_remove("COMPSHARE_ALLOW_INSECURE_HTTP")
         .output()
         .unwrap();
@@ -80,12 +85,7 @@ fn a_taken_metrics_port_stops_it_at_start() {
          contexts: [{name: c, context: {cluster: c, user: u}}]\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_compshare-operator"))
-        .args(["run", "--metrics-address", &address])
-        .env("KUBECONFIG", &kubeconfig)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (ok, text) = run_with_kubeconfig(&["run", "--metrics-address", &address], &kubeconfig);
+    assert!(!ok);
     assert!(text.contains(&format!("listening on {address}")), "{text}");
 }
