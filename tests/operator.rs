@@ -629,10 +629,12 @@ async fn pause_and_refresh_annotations() {
         })
         .await;
     assert_eq!(condition(&resumed, "Paused"), None);
-    assert_eq!(
-        bed.event_reasons("paused").await,
-        ["Paused", "Resumed", "StateChanged"]
-    );
+    bed.wait_for_event_reasons(
+        "paused",
+        &["Paused", "Resumed", "StateChanged"],
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

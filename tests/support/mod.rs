@@ -225,6 +225,23 @@ impl Namespace {
             .collect()
     }
 
+    /// Waits until the reasons of the events about `name` are exactly `expected`. The operator
+    /// publishes an event after the status write that caused it, so a test that has just seen
+    /// the status must give the event a moment to arrive.
+    pub async fn wait_for_event_reasons(&self, name: &str, expected: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reasons = self.event_reasons(name).await;
+            if reasons == expected {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("{name}: events {reasons:?} after {timeout:?}, expected {expected:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Calls the simulator's admin interface.
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/_simulator/{path}", self.simulator_endpoint);
