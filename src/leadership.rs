@@ -1,11 +1,23 @@
 //! Leader election on a `coordination.k8s.io` Lease (kube-lease-manager), so that with several
 //! replicas exactly one polls the cloud and writes status; the others wait, ready to take over.
 
-use std::time::Duration;
+use std::pin::pin;
+use std::time::{Duration, SystemTime};
 
+use backon::ExponentialBuilder;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, watcher};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How long before its Lease expires a leader that could not renew it stops working, so that it
+/// is idle before another replica may take over (that replica waits for the expiry by its own
+/// clock; this leaves a second for the two clocks to disagree).
+const STEP_DOWN_BEFORE_EXPIRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct LeaseSettings {
@@ -19,10 +31,11 @@ pub struct LeaseSettings {
     pub renew_before: Duration,
 }
 
-/// This replica's place in the election, kept current by a background task.
+/// This replica's place in the election, kept current by background tasks.
 pub struct Leadership {
     leading: watch::Receiver<bool>,
-    task: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
+    tracker: JoinHandle<()>,
+    manager: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
 }
 
 impl Leadership {
@@ -31,7 +44,7 @@ impl Leadership {
         client: kube::Client,
         settings: &LeaseSettings,
     ) -> Result<Self, LeaseManagerError> {
-        let manager = LeaseManagerBuilder::new(client, &settings.name)
+        let manager = LeaseManagerBuilder::new(client.clone(), &settings.name)
             .with_namespace(&settings.namespace)
             .with_identity(&settings.identity)
             .with_field_manager(format!("compshare-operator/{}", settings.identity))
@@ -39,8 +52,20 @@ impl Leadership {
             .with_grace(settings.renew_before.as_secs().max(1))
             .build()
             .await?;
-        let (leading, task) = manager.watch().await;
-        Ok(Leadership { leading, task })
+        let (granted, manager) = manager.watch().await;
+        let (sender, leading) = watch::channel(false);
+        let tracker = tokio::spawn(track(
+            granted,
+            Api::namespaced(client, &settings.namespace),
+            settings.name.clone(),
+            settings.identity.clone(),
+            sender,
+        ));
+        Ok(Leadership {
+            leading,
+            tracker,
+            manager,
+        })
     }
 
     /// Resolves once this replica leads.
@@ -51,7 +76,8 @@ impl Leadership {
         }
     }
 
-    /// Resolves when this replica stops leading (lease taken over, or the election task ended).
+    /// Resolves when this replica stops leading: the lease was taken over, it could not be
+    /// renewed before it expired, or the election task ended.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
         let mut leading = self.leading.clone();
         async move {
@@ -59,18 +85,131 @@ impl Leadership {
         }
     }
 
-    pub fn is_leading(&self) -> bool {
-        *self.leading.borrow()
-    }
-
     /// Leaves the election, releasing the Lease if this replica holds it, so that another
     /// replica takes over at once instead of after the lease duration.
     pub async fn release(self) {
-        drop(self.leading);
-        match self.task.await {
+        // The lease manager releases once every receiver of its channel is gone; the tracker
+        // holds one.
+        self.tracker.abort();
+        let _ = self.tracker.await;
+        match self.manager.await {
             Ok(Ok(_)) => tracing::info!("released the leader lease"),
             Ok(Err(error)) => tracing::warn!(%error, "could not release the leader lease"),
             Err(error) => tracing::warn!(%error, "the leader election task failed"),
         }
+    }
+}
+
+/// Leads only while the lease manager holds the Lease *and* the Lease, as last seen, has not
+/// expired. kube-lease-manager goes on reporting leadership while it cannot reach the apiserver
+/// to renew, so a leader cut off for longer than the lease duration would otherwise keep polling
+/// the cloud after another replica took over. Watching the Lease (rather than reading it on a
+/// timer) costs nothing between renewals.
+async fn track(
+    mut granted: watch::Receiver<bool>,
+    leases: Api<Lease>,
+    name: String,
+    identity: String,
+    leading: watch::Sender<bool>,
+) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    // Not the watcher's default backoff, which grows to 30 s and would hold back leading again
+    // after an outage by as much: watching one small object may retry often.
+    let reconnect = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times();
+    let mut lease_events =
+        pin!(watcher(leases, config).backoff(watcher::ExponentialBackoff::from(reconnect)));
+    let mut valid_until: Option<SystemTime> = None;
+    let mut listed: Option<SystemTime> = None;
+    // Said once per failure, not on every retry (an outage would fill the log); a replica that
+    // is not allowed to watch its Lease would otherwise wait to lead in silence.
+    let mut watch_failing = false;
+    loop {
+        let now = SystemTime::now();
+        let held = *granted.borrow_and_update() && valid_until.is_some_and(|until| now < until);
+        leading.send_if_modified(|leading| std::mem::replace(leading, held) != held);
+        let expires_in = valid_until.and_then(|until| until.duration_since(now).ok());
+        tokio::select! {
+            changed = granted.changed() => {
+                if changed.is_err() {
+                    leading.send_replace(false);
+                    return;
+                }
+            }
+            event = lease_events.next() => match event {
+                Some(Ok(event)) => {
+                    watch_failing = false;
+                    match event {
+                        watcher::Event::Apply(lease) => valid_until = held_until(&lease, &identity),
+                        watcher::Event::Delete(_) => valid_until = None,
+                        // A (re-)list replaces what was known only once it is complete, so that
+                        // it cannot interrupt leadership.
+                        watcher::Event::Init => listed = None,
+                        watcher::Event::InitApply(lease) => listed = held_until(&lease, &identity),
+                        watcher::Event::InitDone => valid_until = listed.take(),
+                    }
+                }
+                Some(Err(error)) if !watch_failing => {
+                    watch_failing = true;
+                    tracing::warn!(%error, lease = %name, "cannot watch the leader Lease; retrying");
+                }
+                Some(Err(error)) => tracing::debug!(%error, "watching the leader Lease"),
+                None => return,
+            },
+            () = tokio::time::sleep(expires_in.unwrap_or_default()), if expires_in.is_some() => {}
+        }
+    }
+}
+
+/// Until when `identity` may act as the holder of `lease`, if it holds it.
+fn held_until(lease: &Lease, identity: &str) -> Option<SystemTime> {
+    let spec = lease.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return None;
+    }
+    let renewed = SystemTime::from(spec.renew_time.as_ref()?.0);
+    let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds?).ok()?);
+    (renewed + duration).checked_sub(STEP_DOWN_BEFORE_EXPIRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(holder: &str, renewed: jiff::Timestamp, seconds: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_owned()),
+                renew_time: Some(MicroTime(renewed)),
+                lease_duration_seconds: Some(seconds),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn a_holder_acts_until_a_second_before_its_lease_expires() {
+        let renewed = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let until = held_until(&lease("a", renewed, 15), "a").unwrap();
+        assert_eq!(
+            until.duration_since(SystemTime::from(renewed)).unwrap(),
+            Duration::from_secs(14)
+        );
+    }
+
+    #[test]
+    fn another_holder_or_an_incomplete_lease_is_not_held() {
+        let renewed = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(held_until(&lease("b", renewed, 15), "a"), None);
+        let mut unrenewed = lease("a", renewed, 15);
+        unrenewed.spec.as_mut().unwrap().renew_time = None;
+        assert_eq!(held_until(&unrenewed, "a"), None);
+        assert_eq!(held_until(&Lease::default(), "a"), None);
     }
 }

@@ -3,7 +3,7 @@
 //! from it at scrape time, so they can never drift from the truth.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -49,7 +49,7 @@ pub struct BackoffLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    gauge_source: Arc<OnceLock<Arc<dyn GaugeSource>>>,
+    gauge_source: GaugeSlot,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub cloud_calls: Family<CallLabels, Counter>,
@@ -147,7 +147,7 @@ impl Metrics {
             "1 while this replica leads (polls and writes); 0 while it waits for the lease",
             leader.clone(),
         );
-        let gauge_source = Arc::new(OnceLock::new());
+        let gauge_source = GaugeSlot::default();
         registry.register_collector(Box::new(GaugeCollector(gauge_source.clone())));
         Metrics {
             registry,
@@ -164,10 +164,14 @@ impl Metrics {
         }
     }
 
-    /// Sets the source of scrape-time gauges (once, at start-up; later calls are ignored). Until
-    /// then those gauges are absent.
-    pub fn set_gauge_source(&self, source: Arc<dyn GaugeSource>) {
-        let _ = self.gauge_source.set(source);
+    /// Sets (or, with `None`, clears) the source of scrape-time gauges: the poller while this
+    /// replica leads. Without one those gauges are absent. Clearing matters: a kept source would
+    /// keep a finished term's poller alive.
+    pub fn set_gauge_source(&self, source: Option<Arc<dyn GaugeSource>>) {
+        *self
+            .gauge_source
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = source;
     }
 
     pub fn record_call(
@@ -211,8 +215,11 @@ fn call_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
+/// The poller of the current term as leader, if any.
+type GaugeSlot = Arc<RwLock<Option<Arc<dyn GaugeSource>>>>;
+
 #[derive(Debug)]
-struct GaugeCollector(Arc<OnceLock<Arc<dyn GaugeSource>>>);
+struct GaugeCollector(GaugeSlot);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
@@ -228,7 +235,12 @@ struct GroupLabels {
 
 impl Collector for GaugeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let Some(source) = self.0.get() else {
+        let Some(source) = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        else {
             return Ok(());
         };
         let snapshot = source.snapshot();
@@ -298,7 +310,7 @@ mod tests {
     #[test]
     fn exposition_uses_prometheus_naming() {
         let metrics = Metrics::new();
-        metrics.set_gauge_source(Arc::new(Fixed));
+        metrics.set_gauge_source(Some(Arc::new(Fixed)));
         metrics.record_call(
             "DescribeCompShareInstance",
             Duration::from_millis(20),

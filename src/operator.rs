@@ -74,6 +74,7 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<()> {
 }
 
 /// What the controller is built from.
+#[derive(Clone)]
 struct Parts {
     cloud: compshare::Client,
     kube: kube::Client,
@@ -81,12 +82,13 @@ struct Parts {
     ready: Arc<AtomicBool>,
 }
 
-/// Waits to lead, operates while leading, and releases the lease on shutdown. Losing the lease
-/// ends the process with an error, so that a restart waits for it again.
+/// Waits to lead, operates while leading, and releases the lease on shutdown. A replica that
+/// stops leading (its lease was taken, or it could not renew it in time because it is cut off
+/// from the apiserver) stops polling and waits to lead again, keeping its process.
 async fn lead(
     args: &RunArgs,
     parts: Parts,
-    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + Unpin + 'static,
 ) -> anyhow::Result<()> {
     let lease = LeaseSettings {
         namespace: args
@@ -110,28 +112,26 @@ async fn lead(
                 lease.namespace, lease.name
             )
         })?;
-    // A standby replica is healthy and ready: waiting is all it has to do.
-    parts.ready.store(true, Ordering::Release);
-    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting to lead");
-    let acquired = tokio::select! {
-        () = shutdown.clone() => false,
-        () = leadership.acquired() => true,
-    };
-    if !acquired {
-        leadership.release().await;
-        return Ok(());
+    loop {
+        // A standby replica is healthy and ready: waiting is all it has to do.
+        parts.ready.store(true, Ordering::Release);
+        tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting to lead");
+        tokio::select! {
+            () = shutdown.clone() => break,
+            () = leadership.acquired() => {}
+        }
+        tracing::info!(identity = %lease.identity, "leading");
+        parts.ready.store(false, Ordering::Release);
+        let stop = futures::future::select(shutdown.clone(), Box::pin(leadership.lost()));
+        let operated = operate(args, parts.clone(), stop.map(|_| ())).await;
+        if operated.is_err() || shutdown.clone().now_or_never().is_some() {
+            leadership.release().await;
+            return operated;
+        }
+        tracing::warn!(identity = %lease.identity, "stopped leading: the lease was taken or could not be renewed in time");
     }
-    tracing::info!(identity = %lease.identity, "leading");
-    parts.ready.store(false, Ordering::Release);
-    let lost = leadership.lost();
-    let stop = futures::future::select(Box::pin(shutdown), Box::pin(lost)).map(|_| ());
-    let operated = operate(args, parts, stop).await;
-    if leadership.is_leading() {
-        leadership.release().await;
-        operated
-    } else {
-        anyhow::bail!("lost the leader lease; exiting so that a restart waits for it again")
-    }
+    leadership.release().await;
+    Ok(())
 }
 
 /// Runs the poller and the controller until `stop` resolves. A controller that ends on its own
@@ -168,7 +168,7 @@ async fn operate(
         },
         metrics.clone(),
     );
-    metrics.set_gauge_source(Arc::new(poller.clone()));
+    metrics.set_gauge_source(Some(Arc::new(poller.clone())));
     metrics.leader.set(1);
     let settings = Settings {
         namespace: args.namespace.clone(),
@@ -182,9 +182,26 @@ async fn operate(
         },
         reporter_instance: args.pod_name.clone(),
     };
-    let ctx = Arc::new(Context::new(kube, poller, metrics.clone(), settings));
+    let ctx = Arc::new(Context::new(
+        kube,
+        poller.clone(),
+        metrics.clone(),
+        settings,
+    ));
     let stop = stop.shared();
-    reconciler::run(ctx, changes, ready, stop.clone()).await;
+    let mut controller = std::pin::pin!(reconciler::run(ctx, changes, ready, stop.clone()));
+    tokio::select! {
+        () = &mut controller => {}
+        () = stop.clone() => {
+            // Polling stops at once, not when the reconciles in flight are done: one cut off from
+            // the apiserver may take a while, and another replica may be leading by then.
+            poller.stop();
+            metrics.leader.set(0);
+            controller.await;
+        }
+    }
+    poller.stop();
+    metrics.set_gauge_source(None);
     metrics.leader.set(0);
     anyhow::ensure!(
         stop.peek().is_some(),

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use support::*;
 
 const RELEASE: &str = "cs";
-const SERVICE_ACCOUNT: &str = "cs-compshare-operator";
+/// The name the chart gives its objects for release `cs`: the ServiceAccount and the Lease.
+const FULLNAME: &str = "cs-compshare-operator";
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/compshare-operator")
@@ -174,13 +175,23 @@ fn the_chart_lints_and_renders_as_documented() {
     let docs = render("ops", &["replicaCount=2"]).unwrap();
     assert!(kinds(&docs).contains(&"PodDisruptionBudget/cs-compshare-operator".to_owned()));
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
-    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(env.iter().any(|e| e["name"] == "POD_NAMESPACE"));
     assert!(
-        env.as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["name"] == "POD_NAMESPACE")
+        env.iter()
+            .any(|e| e["name"] == "COMPSHARE_LEASE_NAME" && e["value"] == FULLNAME)
     );
+    // The Lease is the only one the operator may touch, but for creating it.
+    let role = docs
+        .iter()
+        .find(|d| {
+            d["metadata"]["name"] == "cs-compshare-operator-leader-election" && d["kind"] == "Role"
+        })
+        .unwrap();
+    assert_eq!(role["rules"][0]["verbs"], json!(["create"]));
+    assert_eq!(role["rules"][1]["resourceNames"], json!([FULLNAME]));
 
     // Mistakes fail at install time with a message.
     let error = render("ops", &["replicaCount=2", "leaderElection.enabled=false"]).unwrap_err();
@@ -221,9 +232,20 @@ async fn install(bed: &Namespace, release_namespace: &str, sets: &[&str]) -> Pat
         String::from_utf8_lossy(&output.stderr)
     );
     bed.control_plane
-        .service_account_kubeconfig(release_namespace, SERVICE_ACCOUNT)
+        .service_account_kubeconfig(release_namespace, FULLNAME)
         .await
         .unwrap()
+}
+
+/// The operator as the chart's Deployment runs it: with its ServiceAccount, and its Lease in the
+/// release namespace.
+fn as_installed(bed: &Bed, kubeconfig: &Path, release_namespace: &str) -> OperatorBuilder {
+    bed.operator()
+        .kubeconfig(kubeconfig)
+        .arg("--leader-election-namespace")
+        .arg(release_namespace)
+        .arg("--lease-name")
+        .arg(FULLNAME)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,12 +296,8 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_keeps_namespaces_ap
     }))
     .await;
 
-    let operator = bed
-        .operator()
-        .kubeconfig(&kubeconfig)
+    let operator = as_installed(&bed, &kubeconfig, &bed.namespace)
         .cluster_wide()
-        .arg("--leader-election-namespace")
-        .arg(bed.namespace.clone())
         .arg("--default-credentials-secret")
         .arg(format!("{}/default-keys", bed.namespace))
         .arg("--default-credentials-namespaces")
@@ -353,13 +371,7 @@ async fn scoped_to_one_namespace_the_operator_cannot_read_other_secrets() {
     ops.credentials("not-granted").await;
     bed.credentials("keys").await;
     bed.create("a", spec("uhost-a")).await;
-    let _operator = bed
-        .operator()
-        .kubeconfig(&kubeconfig)
-        .arg("--leader-election-namespace")
-        .arg(release.clone())
-        .start()
-        .await;
+    let _operator = as_installed(&bed, &kubeconfig, &release).start().await;
     bed.wait_for("a", "synced", Duration::from_secs(30), is_synced)
         .await;
 

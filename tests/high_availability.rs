@@ -111,47 +111,83 @@ async fn one_replica_polls_and_another_takes_over() {
     assert_eq!(holder(&bed).await.as_deref(), Some("replica-c"));
 }
 
-/// A leader whose lease is taken (another holder wrote it, for instance after a long partition)
-/// stops working and exits with an error, so that Kubernetes restarts it as a standby; it must
-/// neither keep polling nor linger, healthy to its probes, doing nothing.
+/// Another replica holding the Lease: it renews every second, as a live holder does, until
+/// aborted.
+fn usurp_lease(bed: &Bed) -> tokio::task::JoinHandle<()> {
+    let leases: Api<Lease> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    tokio::spawn(async move {
+        loop {
+            let now =
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+            leases
+                .patch(
+                    "compshare-operator",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {
+                        "holderIdentity": "usurper",
+                        "renewTime": now,
+                        "leaseDurationSeconds": LEASE.as_secs(),
+                    }})),
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn wait_until_standing_by(operator: &Operator, within: Duration) -> Duration {
+    let started = Instant::now();
+    while operator.metric("compshare_leader").await != 0.0 {
+        assert!(
+            started.elapsed() < within,
+            "still leading after {within:?}:\n{}",
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+/// A leader whose lease is taken (another replica holds it, for instance after a long partition)
+/// stops polling at once and waits, in the same process, to lead again; it must neither keep
+/// polling beside the new holder nor need a restart to take part again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_that_loses_its_lease_exits() {
+async fn a_leader_that_loses_its_lease_stops_polling_and_waits_to_lead_again() {
     let bed = Bed::new("lost-lease", vec![running("uhost-1", "10.0.0.1")]).await;
     bed.credentials("keys").await;
     bed.create("gpu-1", spec("uhost-1")).await;
     let mut leader = replica(&bed, "replica-a").start().await;
     wait_until_leading(&leader, Duration::from_secs(10)).await;
+    bed.wait_for("gpu-1", "synced", Duration::from_secs(30), is_synced)
+        .await;
 
-    let leases: Api<Lease> = Api::namespaced(bed.client.clone(), &bed.namespace);
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
-    leases
-        .patch(
-            "compshare-operator",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {
-                "holderIdentity": "usurper",
-                "acquireTime": now,
-                "renewTime": now,
-                "leaseDurationSeconds": 3600,
-            }})),
-        )
-        .await
-        .unwrap();
-
-    let taken = Instant::now();
-    while leader.is_running() {
-        assert!(
-            taken.elapsed() < LEASE + Duration::from_secs(10),
-            "still running {:?} after the lease was taken:\n{}",
-            taken.elapsed(),
-            leader.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("exited {:?} after its lease was taken", taken.elapsed());
-    let logs = leader.logs();
-    let status = leader.stop().expect("exited");
-    assert!(!status.success(), "exited with {status}:\n{logs}");
-    assert!(logs.contains("lost the leader lease"), "{logs}");
+    let usurper = usurp_lease(&bed);
+    let stepped_down = wait_until_standing_by(&leader, Duration::from_secs(10)).await;
+    eprintln!("stopped leading {stepped_down:?} after its lease was taken");
+    bed.reset_counters().await;
+    tokio::time::sleep(POLL + Duration::from_secs(2)).await;
+    assert_eq!(
+        bed.describe_calls().await,
+        0,
+        "a replica that does not lead polls:\n{}",
+        leader.logs()
+    );
+    assert!(leader.is_running(), "it exited:\n{}", leader.logs());
+    assert!(leader.healthy().await);
     assert_eq!(holder(&bed).await.as_deref(), Some("usurper"));
+
+    // The other holder goes and its lease runs out: this replica leads again and observes again.
+    usurper.abort();
+    let retaken = wait_until_leading(&leader, LEASE + Duration::from_secs(10)).await;
+    eprintln!("led again {retaken:?} after the other holder stopped renewing");
+    assert_eq!(holder(&bed).await.as_deref(), Some("replica-a"));
+    bed.set_instance("uhost-1", json!({"State": "Stopped"}))
+        .await;
+    bed.wait_for("gpu-1", "Stopped", POLL + Duration::from_secs(5), |o| {
+        state(o) == Some("Stopped") && is_synced(o)
+    })
+    .await;
+    let status = leader.stop().expect("exited");
+    assert!(status.success(), "exited with {status}");
 }

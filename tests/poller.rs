@@ -240,3 +240,21 @@ async fn forgetting_the_last_member_stops_its_group() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(h.calls().await, 0);
 }
+
+#[tokio::test]
+async fn a_stopped_poller_forgets_everything_and_observes_nothing_more() {
+    let mut h = Harness::start(2).await;
+    let first = h.watch(0, PRIVATE_KEY);
+    h.until(&first, |o| o.outcome == Outcome::Found).await;
+    assert_eq!(h.calls().await, 1);
+
+    h.poller.stop();
+    assert!(h.poller.observation(&first).is_none());
+    // A new resource would be observed at once; a reconcile still finishing after the stop must
+    // not start polling again.
+    let second = h.watch(1, PRIVATE_KEY);
+    h.poller.refresh(&first, "after-stop");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.calls().await, 1);
+    assert!(h.poller.observation(&second).is_none());
+}

@@ -116,6 +116,8 @@ struct Shared {
 
 #[derive(Default)]
 struct Registry {
+    /// Set by `stop`; for good.
+    stopped: bool,
     groups: HashMap<GroupKey, GroupEntry>,
     member_groups: HashMap<Key, Arc<Group>>,
     budgets: HashMap<String, Arc<Budget>>,
@@ -160,6 +162,9 @@ impl Poller {
     pub fn watch(&self, target: Target) {
         let group_key = GroupKey::of(&target);
         let mut registry = self.registry();
+        if registry.stopped {
+            return;
+        }
         let key = match registry.member_groups.get_key_value(&target.key) {
             Some((key, group)) if group.key == group_key => {
                 let (key, group) = (key.clone(), group.clone());
@@ -213,6 +218,16 @@ impl Poller {
         for key in gone {
             registry.remove_member(&key);
         }
+    }
+
+    /// Stops every observation, for good: later `watch` calls are ignored. For a replica that
+    /// stops leading, whose reconciles may still be finishing.
+    pub fn stop(&self) {
+        let mut registry = self.registry();
+        registry.stopped = true;
+        registry.member_groups.clear();
+        registry.groups.clear(); // aborts the groups' tasks
+        registry.budgets.clear();
     }
 
     /// Asks for an immediate observation of a watched resource, answered by an observation that
