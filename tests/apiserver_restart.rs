@@ -50,15 +50,9 @@ async fn the_operator_rides_out_an_apiserver_and_etcd_restart() {
     }
     // Unable to renew its lease, the leader stops polling before the lease expires: by then
     // another replica may lead.
-    while operator.metric("compshare_leader").await != 0.0 {
-        assert!(
-            outage.elapsed() < LEASE,
-            "still leading {:?} into the outage:\n{}",
-            outage.elapsed(),
-            operator.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    operator
+        .wait_until_leading_is(false, LEASE.saturating_sub(outage.elapsed()))
+        .await;
     println!(
         "stopped leading {:.1} s into the outage",
         outage.elapsed().as_secs_f64()

@@ -25,19 +25,6 @@ async fn holder(bed: &Bed) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-async fn wait_until_leading(operator: &Operator, within: Duration) -> Duration {
-    let started = Instant::now();
-    while operator.metric("compshare_leader").await != 1.0 {
-        assert!(
-            started.elapsed() < within,
-            "no takeover within {within:?}:\n{}",
-            operator.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    started.elapsed()
-}
-
 fn replica(bed: &Bed, name: &str) -> OperatorBuilder {
     bed.operator()
         .arg("--pod-name")
@@ -60,7 +47,9 @@ async fn one_replica_polls_and_another_takes_over() {
             .await;
     }
     let first = replica(&bed, "replica-a").start().await;
-    wait_until_leading(&first, Duration::from_secs(10)).await;
+    first
+        .wait_until_leading_is(true, Duration::from_secs(10))
+        .await;
     let second = replica(&bed, "replica-b").start().await;
     bed.wait_for("gpu-149", "synced", Duration::from_secs(30), is_synced)
         .await;
@@ -76,7 +65,9 @@ async fn one_replica_polls_and_another_takes_over() {
 
     // The leader dies: the other takes over once the lease expires, and observes.
     first.kill();
-    let takeover = wait_until_leading(&second, LEASE + Duration::from_secs(10)).await;
+    let takeover = second
+        .wait_until_leading_is(true, LEASE + Duration::from_secs(10))
+        .await;
     eprintln!("takeover after the leader was killed: {takeover:?}");
     assert!(
         takeover <= LEASE + Duration::from_secs(4),
@@ -102,7 +93,9 @@ async fn one_replica_polls_and_another_takes_over() {
         Some("replica-b"),
         "b released the lease"
     );
-    let takeover = wait_until_leading(&third, LEASE + Duration::from_secs(10)).await;
+    let takeover = third
+        .wait_until_leading_is(true, LEASE + Duration::from_secs(10))
+        .await;
     eprintln!("takeover after the leader stopped: {takeover:?}");
     assert!(
         takeover <= LEASE + Duration::from_secs(2),
@@ -136,19 +129,6 @@ fn usurp_lease(bed: &Bed) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn wait_until_standing_by(operator: &Operator, within: Duration) -> Duration {
-    let started = Instant::now();
-    while operator.metric("compshare_leader").await != 0.0 {
-        assert!(
-            started.elapsed() < within,
-            "still leading after {within:?}:\n{}",
-            operator.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    started.elapsed()
-}
-
 /// A leader whose lease is taken (another replica holds it, for instance after a long partition)
 /// stops polling at once and waits, in the same process, to lead again; it must neither keep
 /// polling beside the new holder nor need a restart to take part again.
@@ -158,12 +138,16 @@ async fn a_leader_that_loses_its_lease_stops_polling_and_waits_to_lead_again() {
     bed.credentials("keys").await;
     bed.create("gpu-1", spec("uhost-1")).await;
     let mut leader = replica(&bed, "replica-a").start().await;
-    wait_until_leading(&leader, Duration::from_secs(10)).await;
+    leader
+        .wait_until_leading_is(true, Duration::from_secs(10))
+        .await;
     bed.wait_for("gpu-1", "synced", Duration::from_secs(30), is_synced)
         .await;
 
     let usurper = usurp_lease(&bed);
-    let stepped_down = wait_until_standing_by(&leader, Duration::from_secs(10)).await;
+    let stepped_down = leader
+        .wait_until_leading_is(false, Duration::from_secs(10))
+        .await;
     eprintln!("stopped leading {stepped_down:?} after its lease was taken");
     bed.reset_counters().await;
     tokio::time::sleep(POLL + Duration::from_secs(2)).await;
@@ -179,7 +163,9 @@ async fn a_leader_that_loses_its_lease_stops_polling_and_waits_to_lead_again() {
 
     // The other holder goes and its lease runs out: this replica leads again and observes again.
     usurper.abort();
-    let retaken = wait_until_leading(&leader, LEASE + Duration::from_secs(10)).await;
+    let retaken = leader
+        .wait_until_leading_is(true, LEASE + Duration::from_secs(10))
+        .await;
     eprintln!("led again {retaken:?} after the other holder stopped renewing");
     assert_eq!(holder(&bed).await.as_deref(), Some("replica-a"));
     bed.set_instance("uhost-1", json!({"State": "Stopped"}))

@@ -593,6 +593,22 @@ impl Operator {
         total
     }
 
+    /// Waits until the `compshare_leader` gauge says whether this replica leads, panicking with
+    /// its logs after `within`; returns how long that took.
+    pub async fn wait_until_leading_is(&self, leading: bool, within: Duration) -> Duration {
+        let started = Instant::now();
+        let expected = if leading { 1.0 } else { 0.0 };
+        while self.metric("compshare_leader").await != expected {
+            assert!(
+                started.elapsed() < within,
+                "compshare_leader is not {expected} after {within:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    }
+
     pub async fn healthy(&self) -> bool {
         let url = format!("http://{}/healthz", self.metrics);
         matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success())
