@@ -11,7 +11,7 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// How long before its Lease expires a leader that could not renew it stops working, so that it
@@ -31,11 +31,11 @@ pub struct LeaseSettings {
     pub renew_before: Duration,
 }
 
-/// This replica's place in the election, kept current by background tasks.
+/// This replica's place in the election, kept current by a background task.
 pub struct Leadership {
     leading: watch::Receiver<bool>,
+    leave: oneshot::Sender<()>,
     tracker: JoinHandle<()>,
-    manager: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
 }
 
 impl Leadership {
@@ -44,27 +44,14 @@ impl Leadership {
         client: kube::Client,
         settings: &LeaseSettings,
     ) -> Result<Self, LeaseManagerError> {
-        let manager = LeaseManagerBuilder::new(client.clone(), &settings.name)
-            .with_namespace(&settings.namespace)
-            .with_identity(&settings.identity)
-            .with_field_manager(format!("compshare-operator/{}", settings.identity))
-            .with_duration(settings.duration.as_secs().max(1))
-            .with_grace(settings.renew_before.as_secs().max(1))
-            .build()
-            .await?;
-        let (granted, manager) = manager.watch().await;
+        let campaign = Campaign::start(&client, settings).await?;
         let (sender, leading) = watch::channel(false);
-        let tracker = tokio::spawn(track(
-            granted,
-            Api::namespaced(client, &settings.namespace),
-            settings.name.clone(),
-            settings.identity.clone(),
-            sender,
-        ));
+        let (leave, left) = oneshot::channel();
+        let tracker = tokio::spawn(track(campaign, client, settings.clone(), sender, left));
         Ok(Leadership {
             leading,
+            leave,
             tracker,
-            manager,
         })
     }
 
@@ -88,11 +75,45 @@ impl Leadership {
     /// Leaves the election, releasing the Lease if this replica holds it, so that another
     /// replica takes over at once instead of after the lease duration.
     pub async fn release(self) {
-        // The lease manager releases once every receiver of its channel is gone; the tracker
-        // holds one.
-        self.tracker.abort();
-        let _ = self.tracker.await;
-        match self.manager.await {
+        let _ = self.leave.send(());
+        if let Err(error) = self.tracker.await {
+            tracing::warn!(%error, "the leader election task failed");
+        }
+    }
+}
+
+/// One kube-lease-manager at work: whether it holds the Lease, and its task.
+struct Campaign {
+    granted: watch::Receiver<bool>,
+    task: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
+}
+
+impl Campaign {
+    async fn start(
+        client: &kube::Client,
+        settings: &LeaseSettings,
+    ) -> Result<Self, LeaseManagerError> {
+        let manager = LeaseManagerBuilder::new(client.clone(), &settings.name)
+            .with_namespace(&settings.namespace)
+            .with_identity(&settings.identity)
+            .with_field_manager(format!("compshare-operator/{}", settings.identity))
+            .with_duration(settings.duration.as_secs().max(1))
+            .with_grace(settings.renew_before.as_secs().max(1))
+            .build()
+            .await?;
+        let (granted, task) = manager.watch().await;
+        Ok(Campaign { granted, task })
+    }
+
+    fn holds(&self) -> bool {
+        *self.granted.borrow()
+    }
+
+    /// Ends the campaign, releasing the Lease if it holds it (the manager does so once the last
+    /// receiver of its channel is gone).
+    async fn end(self) {
+        drop(self.granted);
+        match self.task.await {
             Ok(Ok(_)) => tracing::info!("released the leader lease"),
             Ok(Err(error)) => tracing::warn!(%error, "could not release the leader lease"),
             Err(error) => tracing::warn!(%error, "the leader election task failed"),
@@ -100,19 +121,23 @@ impl Leadership {
     }
 }
 
-/// Leads only while the lease manager holds the Lease *and* the Lease, as last seen, has not
-/// expired. kube-lease-manager goes on reporting leadership while it cannot reach the apiserver
-/// to renew, so a leader cut off for longer than the lease duration would otherwise keep polling
-/// the cloud after another replica took over. Watching the Lease (rather than reading it on a
-/// timer) costs nothing between renewals.
+/// Keeps `leading` true only while the lease manager holds the Lease *and* the Lease, as last
+/// seen, has not expired. kube-lease-manager goes on reporting leadership while it cannot reach
+/// the apiserver to renew, so a leader cut off for longer than the lease duration would otherwise
+/// keep polling the cloud after another replica took over. Watching the Lease (rather than
+/// reading it on a timer) costs nothing between renewals, and it shows a waiting replica the
+/// moment a leader releases the Lease: a waiting kube-lease-manager looks again only when the
+/// lease it saw would have expired, so this replica then starts a new one, which takes the
+/// free Lease at once.
 async fn track(
-    mut granted: watch::Receiver<bool>,
-    leases: Api<Lease>,
-    name: String,
-    identity: String,
+    mut campaign: Campaign,
+    client: kube::Client,
+    settings: LeaseSettings,
     leading: watch::Sender<bool>,
+    mut left: oneshot::Receiver<()>,
 ) {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", settings.name));
     // Not the watcher's default backoff, which grows to 30 s and would hold back leading again
     // after an outage by as much: watching one small object may retry often.
     let reconnect = ExponentialBuilder::default()
@@ -122,18 +147,27 @@ async fn track(
         .without_max_times();
     let mut lease_events =
         pin!(watcher(leases, config).backoff(watcher::ExponentialBackoff::from(reconnect)));
+    let identity = settings.identity.as_str();
     let mut valid_until: Option<SystemTime> = None;
     let mut listed: Option<SystemTime> = None;
+    // As last seen; `None` when free (or not yet seen).
+    let mut holder: Option<String> = None;
     // Said once per failure, not on every retry (an outage would fill the log); a replica that
     // is not allowed to watch its Lease would otherwise wait to lead in silence.
     let mut watch_failing = false;
     loop {
         let now = SystemTime::now();
-        let held = *granted.borrow_and_update() && valid_until.is_some_and(|until| now < until);
+        let held = campaign.holds() && valid_until.is_some_and(|until| now < until);
         leading.send_if_modified(|leading| std::mem::replace(leading, held) != held);
         let expires_in = valid_until.and_then(|until| until.duration_since(now).ok());
+        let mut released = false;
         tokio::select! {
-            changed = granted.changed() => {
+            _ = &mut left => {
+                campaign.end().await;
+                leading.send_replace(false);
+                return;
+            }
+            changed = campaign.granted.changed() => {
                 if changed.is_err() {
                     leading.send_replace(false);
                     return;
@@ -143,25 +177,55 @@ async fn track(
                 Some(Ok(event)) => {
                     watch_failing = false;
                     match event {
-                        watcher::Event::Apply(lease) => valid_until = held_until(&lease, &identity),
-                        watcher::Event::Delete(_) => valid_until = None,
+                        watcher::Event::Apply(lease) => {
+                            valid_until = held_until(&lease, identity);
+                            let before = std::mem::replace(&mut holder, holder_of(&lease));
+                            released = holder.is_none() && before.is_some_and(|h| h != identity);
+                        }
+                        watcher::Event::Delete(_) => (valid_until, holder) = (None, None),
                         // A (re-)list replaces what was known only once it is complete, so that
                         // it cannot interrupt leadership.
                         watcher::Event::Init => listed = None,
-                        watcher::Event::InitApply(lease) => listed = held_until(&lease, &identity),
+                        watcher::Event::InitApply(lease) => {
+                            listed = held_until(&lease, identity);
+                            holder = holder_of(&lease);
+                        }
                         watcher::Event::InitDone => valid_until = listed.take(),
                     }
                 }
                 Some(Err(error)) if !watch_failing => {
                     watch_failing = true;
-                    tracing::warn!(%error, lease = %name, "cannot watch the leader Lease; retrying");
+                    tracing::warn!(%error, lease = %settings.name, "cannot watch the leader Lease; retrying");
                 }
                 Some(Err(error)) => tracing::debug!(%error, "watching the leader Lease"),
                 None => return,
             },
             () = tokio::time::sleep(expires_in.unwrap_or_default()), if expires_in.is_some() => {}
         }
+        if released && !campaign.holds() {
+            match Campaign::start(&client, &settings).await {
+                Ok(fresh) => {
+                    tracing::debug!("the leader released the Lease; campaigning afresh to take it");
+                    // Not `end`: a waiting manager has nothing to release, and its idea of the
+                    // Lease is stale.
+                    std::mem::replace(&mut campaign, fresh).task.abort();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not campaign afresh; waiting for the lease to expire")
+                }
+            }
+        }
     }
+}
+
+/// The Lease's holder; `None` when it is free.
+fn holder_of(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()?
+        .holder_identity
+        .clone()
+        .filter(|holder| !holder.is_empty())
 }
 
 /// Until when `identity` may act as the holder of `lease`, if it holds it.

@@ -84,7 +84,7 @@ async fn one_replica_polls_and_another_takes_over() {
     assert!(changed.elapsed() <= POLL + Duration::from_secs(3));
 
     // A clean stop (SIGTERM) ends the process successfully and releases the lease; a waiting
-    // replica takes it when its wait for the old lease ends.
+    // replica sees the Lease freed and takes it at once, not when the old lease would expire.
     let third = replica(&bed, "replica-c").start().await;
     let status = second.stop().expect("b exited");
     assert!(status.success(), "b exited with {status}");
@@ -94,13 +94,9 @@ async fn one_replica_polls_and_another_takes_over() {
         "b released the lease"
     );
     let takeover = third
-        .wait_until_leading_is(true, LEASE + Duration::from_secs(10))
+        .wait_until_leading_is(true, Duration::from_secs(3))
         .await;
     eprintln!("takeover after the leader stopped: {takeover:?}");
-    assert!(
-        takeover <= LEASE + Duration::from_secs(2),
-        "took over after {takeover:?}"
-    );
     assert_eq!(holder(&bed).await.as_deref(), Some("replica-c"));
 }
 
