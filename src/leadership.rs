@@ -147,19 +147,15 @@ async fn track(
         .without_max_times();
     let mut lease_events =
         pin!(watcher(leases, config).backoff(watcher::ExponentialBackoff::from(reconnect)));
-    let identity = settings.identity.as_str();
-    let mut valid_until: Option<SystemTime> = None;
-    let mut listed: Option<SystemTime> = None;
-    // As last seen; `None` when free (or not yet seen).
-    let mut holder: Option<String> = None;
+    let mut lease = LeaseView::new(&settings.identity);
     // Said once per failure, not on every retry (an outage would fill the log); a replica that
     // is not allowed to watch its Lease would otherwise wait to lead in silence.
     let mut watch_failing = false;
     loop {
         let now = SystemTime::now();
-        let held = campaign.holds() && valid_until.is_some_and(|until| now < until);
+        let held = campaign.holds() && lease.held_at(now);
         leading.send_if_modified(|leading| std::mem::replace(leading, held) != held);
-        let expires_in = valid_until.and_then(|until| until.duration_since(now).ok());
+        let expires_in = lease.held_for(now);
         let mut released = false;
         tokio::select! {
             _ = &mut left => {
@@ -176,22 +172,7 @@ async fn track(
             event = lease_events.next() => match event {
                 Some(Ok(event)) => {
                     watch_failing = false;
-                    match event {
-                        watcher::Event::Apply(lease) => {
-                            valid_until = held_until(&lease, identity);
-                            let before = std::mem::replace(&mut holder, holder_of(&lease));
-                            released = holder.is_none() && before.is_some_and(|h| h != identity);
-                        }
-                        watcher::Event::Delete(_) => (valid_until, holder) = (None, None),
-                        // A (re-)list replaces what was known only once it is complete, so that
-                        // it cannot interrupt leadership.
-                        watcher::Event::Init => listed = None,
-                        watcher::Event::InitApply(lease) => {
-                            listed = held_until(&lease, identity);
-                            holder = holder_of(&lease);
-                        }
-                        watcher::Event::InitDone => valid_until = listed.take(),
-                    }
+                    released = lease.apply(event);
                 }
                 Some(Err(error)) if !watch_failing => {
                     watch_failing = true;
@@ -215,6 +196,58 @@ async fn track(
                 }
             }
         }
+    }
+}
+
+/// What this replica knows of the Lease, from its watch.
+#[derive(Debug)]
+struct LeaseView<'a> {
+    identity: &'a str,
+    /// Until when this replica may act as the holder; `None` when it does not hold the Lease.
+    valid_until: Option<SystemTime>,
+    /// The same, gathered during a (re-)list, which replaces `valid_until` only once complete so
+    /// that it cannot interrupt leadership.
+    listed: Option<SystemTime>,
+    /// `None` when free (or not yet seen).
+    holder: Option<String>,
+}
+
+impl<'a> LeaseView<'a> {
+    fn new(identity: &'a str) -> Self {
+        LeaseView {
+            identity,
+            valid_until: None,
+            listed: None,
+            holder: None,
+        }
+    }
+
+    /// Takes in a watch event; true when it shows another holder freeing the Lease.
+    fn apply(&mut self, event: watcher::Event<Lease>) -> bool {
+        match event {
+            watcher::Event::Apply(lease) => {
+                self.valid_until = held_until(&lease, self.identity);
+                let before = std::mem::replace(&mut self.holder, holder_of(&lease));
+                return self.holder.is_none() && before.is_some_and(|h| h != self.identity);
+            }
+            watcher::Event::Delete(_) => (self.valid_until, self.holder) = (None, None),
+            watcher::Event::Init => self.listed = None,
+            watcher::Event::InitApply(lease) => {
+                self.listed = held_until(&lease, self.identity);
+                self.holder = holder_of(&lease);
+            }
+            watcher::Event::InitDone => self.valid_until = self.listed.take(),
+        }
+        false
+    }
+
+    fn held_at(&self, now: SystemTime) -> bool {
+        self.valid_until.is_some_and(|until| now < until)
+    }
+
+    /// How much longer this replica holds the Lease as last seen, if it does.
+    fn held_for(&self, now: SystemTime) -> Option<Duration> {
+        self.valid_until?.duration_since(now).ok()
     }
 }
 
@@ -264,6 +297,59 @@ mod tests {
         assert_eq!(
             until.duration_since(SystemTime::from(renewed)).unwrap(),
             Duration::from_secs(14)
+        );
+    }
+
+    #[test]
+    fn a_relist_does_not_interrupt_leading_until_it_is_complete() {
+        let now = jiff::Timestamp::now();
+        let mut view = LeaseView::new("a");
+        view.apply(watcher::Event::Apply(lease("a", now, 15)));
+        let later = SystemTime::from(now) + Duration::from_secs(5);
+        assert!(view.held_at(later));
+        assert_eq!(view.held_for(later), Some(Duration::from_secs(9)));
+        view.apply(watcher::Event::Init);
+        assert!(view.held_at(later));
+        view.apply(watcher::Event::InitApply(lease("b", now, 15)));
+        assert!(view.held_at(later), "not before the list is complete");
+        view.apply(watcher::Event::InitDone);
+        assert!(!view.held_at(later));
+        assert_eq!(view.held_for(later), None);
+    }
+
+    #[test]
+    fn a_lease_stops_being_held_when_it_expires_or_goes() {
+        let now = jiff::Timestamp::now();
+        let mut view = LeaseView::new("a");
+        view.apply(watcher::Event::Apply(lease("a", now, 15)));
+        assert!(!view.held_at(SystemTime::from(now) + Duration::from_secs(14)));
+        view.apply(watcher::Event::Delete(lease("a", now, 15)));
+        assert!(!view.held_at(SystemTime::from(now)));
+    }
+
+    #[test]
+    fn only_another_holder_freeing_the_lease_counts_as_a_release() {
+        let now = jiff::Timestamp::now();
+        let mut free = lease("", now, 15);
+        free.spec.as_mut().unwrap().holder_identity = None;
+        let mut view = LeaseView::new("a");
+        assert!(
+            !view.apply(watcher::Event::Apply(free.clone())),
+            "never held"
+        );
+        assert!(!view.apply(watcher::Event::Apply(lease("b", now, 15))));
+        assert!(
+            view.apply(watcher::Event::Apply(free.clone())),
+            "b freed it"
+        );
+        assert!(
+            !view.apply(watcher::Event::Apply(free.clone())),
+            "still free"
+        );
+        assert!(!view.apply(watcher::Event::Apply(lease("a", now, 15))));
+        assert!(
+            !view.apply(watcher::Event::Apply(free)),
+            "this replica freed it"
         );
     }
 
