@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 
-/// The leader's lease here: shorter than the outage.
-const LEASE: Duration = Duration::from_secs(6);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_rides_out_an_apiserver_and_etcd_restart() {
     let instances = (0..20)
@@ -24,14 +21,8 @@ async fn the_operator_rides_out_an_apiserver_and_etcd_restart() {
         bed.create(&format!("gpu-{i:02}"), spec(&format!("uhost-{i:02}")))
             .await;
     }
-    let mut operator = bed
-        .operator()
-        .arg("--lease-duration")
-        .arg(format!("{}s", LEASE.as_secs()))
-        .arg("--lease-renew-before")
-        .arg("2s")
-        .start()
-        .await;
+    // A lease shorter than the outage.
+    let mut operator = bed.operator().short_lease().start().await;
     bed.wait_all_synced(
         (0..20).map(|i| format!("gpu-{i:02}")),
         Duration::from_secs(30),
@@ -51,7 +42,7 @@ async fn the_operator_rides_out_an_apiserver_and_etcd_restart() {
     // Unable to renew its lease, the leader stops polling before the lease expires: by then
     // another replica may lead.
     operator
-        .wait_until_leading_is(false, LEASE.saturating_sub(outage.elapsed()))
+        .wait_until_leading_is(false, SHORT_LEASE.saturating_sub(outage.elapsed()))
         .await;
     println!(
         "stopped leading {:.1} s into the outage",

@@ -12,7 +12,6 @@ use serde_json::json;
 use support::*;
 
 const POLL: Duration = Duration::from_secs(10);
-const LEASE: Duration = Duration::from_secs(6);
 
 async fn holder(bed: &Bed) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(bed.client.clone(), &bed.namespace);
@@ -26,13 +25,7 @@ async fn holder(bed: &Bed) -> Option<String> {
 }
 
 fn replica(bed: &Bed, name: &str) -> OperatorBuilder {
-    bed.operator()
-        .arg("--pod-name")
-        .arg(name)
-        .arg("--lease-duration")
-        .arg(format!("{}s", LEASE.as_secs()))
-        .arg("--lease-renew-before")
-        .arg("2s")
+    bed.operator().arg("--pod-name").arg(name).short_lease()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,11 +59,11 @@ async fn one_replica_polls_and_another_takes_over() {
     // The leader dies: the other takes over once the lease expires, and observes.
     first.kill();
     let takeover = second
-        .wait_until_leading_is(true, LEASE + Duration::from_secs(10))
+        .wait_until_leading_is(true, SHORT_LEASE + Duration::from_secs(10))
         .await;
     eprintln!("takeover after the leader was killed: {takeover:?}");
     assert!(
-        takeover <= LEASE + Duration::from_secs(4),
+        takeover <= SHORT_LEASE + Duration::from_secs(4),
         "took over after {takeover:?}"
     );
     assert_eq!(holder(&bed).await.as_deref(), Some("replica-b"));
@@ -115,7 +108,7 @@ fn usurp_lease(bed: &Bed) -> tokio::task::JoinHandle<()> {
                     &kube::api::Patch::Merge(json!({"spec": {
                         "holderIdentity": "usurper",
                         "renewTime": now,
-                        "leaseDurationSeconds": LEASE.as_secs(),
+                        "leaseDurationSeconds": SHORT_LEASE.as_secs(),
                     }})),
                 )
                 .await
@@ -160,7 +153,7 @@ async fn a_leader_that_loses_its_lease_stops_polling_and_waits_to_lead_again() {
     // The other holder goes and its lease runs out: this replica leads again and observes again.
     usurper.abort();
     let retaken = leader
-        .wait_until_leading_is(true, LEASE + Duration::from_secs(10))
+        .wait_until_leading_is(true, SHORT_LEASE + Duration::from_secs(10))
         .await;
     eprintln!("led again {retaken:?} after the other holder stopped renewing");
     assert_eq!(holder(&bed).await.as_deref(), Some("replica-a"));

@@ -329,6 +329,9 @@ pub fn running(id: &str, ip: &str) -> Value {
 }
 
 /// The decoded password of [`running`] instances.
+/// The leader's lease in tests that fail over (`OperatorBuilder::short_lease`).
+pub const SHORT_LEASE: Duration = Duration::from_secs(6);
+
 pub const PASSWORD: &str = "secret-password-42";
 
 /// A spec for `id` with the test credentials Secret `keys`.
@@ -449,6 +452,14 @@ impl OperatorBuilder {
     }
 
     /// Runs as someone else (a ServiceAccount's kubeconfig).
+    /// A lease of `SHORT_LEASE`, renewed 2 s before it expires, so that failovers fit in a test.
+    pub fn short_lease(self) -> Self {
+        self.arg("--lease-duration")
+            .arg(format!("{}s", SHORT_LEASE.as_secs()))
+            .arg("--lease-renew-before")
+            .arg("2s")
+    }
+
     pub fn kubeconfig(mut self, path: &Path) -> Self {
         self.kubeconfig = path.to_owned();
         self
