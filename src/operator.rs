@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt;
+use futures::future::Either;
 
 use crate::cli::RunArgs;
 use crate::compshare::client::MAX_IDS_PER_CALL;
@@ -189,20 +190,20 @@ async fn operate(
         settings,
     ));
     let stop = stop.shared();
-    let mut controller = std::pin::pin!(reconciler::run(ctx, changes, ready, stop.clone()));
-    tokio::select! {
-        () = &mut controller => {}
-        () = stop.clone() => {
-            // Polling stops at once, not when the reconciles in flight are done: one cut off from
-            // the apiserver may take a while, and another replica may be leading by then.
-            poller.stop();
-            metrics.leader.set(0);
-            controller.await;
-        }
-    }
+    let controller = std::pin::pin!(reconciler::run(ctx, changes, ready, stop.clone()));
+    let finishing = match futures::future::select(controller, stop.clone()).await {
+        Either::Left(((), _)) => None,
+        Either::Right(((), controller)) => Some(controller),
+    };
+    // Polling stops as soon as this replica is told to stop, not when the reconciles in flight
+    // are done: one cut off from the apiserver may take a while, and another replica may be
+    // leading by then.
     poller.stop();
     metrics.set_gauge_source(None);
     metrics.leader.set(0);
+    if let Some(controller) = finishing {
+        controller.await;
+    }
     anyhow::ensure!(
         stop.peek().is_some(),
         "the controller stopped without being asked to"
