@@ -128,7 +128,7 @@ impl Campaign {
 /// reading it on a timer) costs nothing between renewals, and it shows a waiting replica the
 /// moment a leader releases the Lease: a waiting kube-lease-manager looks again only when the
 /// lease it saw would have expired, so this replica then starts a new one, which takes the
-/// free Lease at once.
+/// free Lease at once (the cost of a needless restart is one read of the Lease).
 async fn track(
     mut campaign: Campaign,
     client: kube::Client,
@@ -156,7 +156,7 @@ async fn track(
         let held = campaign.holds() && lease.held_at(now);
         leading.send_if_modified(|leading| std::mem::replace(leading, held) != held);
         let expires_in = lease.held_for(now);
-        let mut released = false;
+        let mut freed = false;
         tokio::select! {
             _ = &mut left => {
                 campaign.end().await;
@@ -172,7 +172,7 @@ async fn track(
             event = lease_events.next() => match event {
                 Some(Ok(event)) => {
                     watch_failing = false;
-                    released = lease.apply(event);
+                    freed = lease.apply(event);
                 }
                 Some(Err(error)) if !watch_failing => {
                     watch_failing = true;
@@ -183,10 +183,10 @@ async fn track(
             },
             () = tokio::time::sleep(expires_in.unwrap_or_default()), if expires_in.is_some() => {}
         }
-        if released && !campaign.holds() {
+        if freed && !campaign.holds() {
             match Campaign::start(&client, &settings).await {
                 Ok(fresh) => {
-                    tracing::debug!("the leader released the Lease; campaigning afresh to take it");
+                    tracing::debug!("the Lease is free; campaigning afresh to take it");
                     // Not `end`: a waiting manager has nothing to release, and its idea of the
                     // Lease is stale.
                     std::mem::replace(&mut campaign, fresh).task.abort();
@@ -208,8 +208,17 @@ struct LeaseView<'a> {
     /// The same, gathered during a (re-)list, which replaces `valid_until` only once complete so
     /// that it cannot interrupt leadership.
     listed: Option<SystemTime>,
-    /// `None` when free (or not yet seen).
-    holder: Option<String>,
+    holder: Holder,
+    listed_holder: Holder,
+}
+
+/// Who holds the Lease, as far as the watch has shown.
+#[derive(Clone, Debug, PartialEq)]
+enum Holder {
+    /// Not seen yet, or deleted.
+    Unknown,
+    Free,
+    Replica(String),
 }
 
 impl<'a> LeaseView<'a> {
@@ -218,27 +227,46 @@ impl<'a> LeaseView<'a> {
             identity,
             valid_until: None,
             listed: None,
-            holder: None,
+            holder: Holder::Unknown,
+            listed_holder: Holder::Unknown,
         }
     }
 
-    /// Takes in a watch event; true when it shows another holder freeing the Lease.
+    /// Takes in a watch event; true when it shows the Lease free where this replica's lease
+    /// manager may still believe it held: freed by another replica, or free when first seen
+    /// (the manager reads the Lease before the watch starts, so a release in between is seen
+    /// only this way).
     fn apply(&mut self, event: watcher::Event<Lease>) -> bool {
-        match event {
+        let seen = match event {
             watcher::Event::Apply(lease) => {
                 self.valid_until = held_until(&lease, self.identity);
-                let before = std::mem::replace(&mut self.holder, holder_of(&lease));
-                return self.holder.is_none() && before.is_some_and(|h| h != self.identity);
+                Holder::of(&lease)
             }
-            watcher::Event::Delete(_) => (self.valid_until, self.holder) = (None, None),
-            watcher::Event::Init => self.listed = None,
+            watcher::Event::Delete(_) => {
+                self.valid_until = None;
+                Holder::Unknown
+            }
+            watcher::Event::Init => {
+                (self.listed, self.listed_holder) = (None, Holder::Unknown);
+                return false;
+            }
             watcher::Event::InitApply(lease) => {
                 self.listed = held_until(&lease, self.identity);
-                self.holder = holder_of(&lease);
+                self.listed_holder = Holder::of(&lease);
+                return false;
             }
-            watcher::Event::InitDone => self.valid_until = self.listed.take(),
-        }
-        false
+            watcher::Event::InitDone => {
+                self.valid_until = self.listed.take();
+                std::mem::replace(&mut self.listed_holder, Holder::Unknown)
+            }
+        };
+        let before = std::mem::replace(&mut self.holder, seen);
+        self.holder == Holder::Free
+            && match before {
+                Holder::Unknown => true,
+                Holder::Free => false,
+                Holder::Replica(holder) => holder != self.identity,
+            }
     }
 
     fn held_at(&self, now: SystemTime) -> bool {
@@ -251,14 +279,17 @@ impl<'a> LeaseView<'a> {
     }
 }
 
-/// The Lease's holder; `None` when it is free.
-fn holder_of(lease: &Lease) -> Option<String> {
-    lease
-        .spec
-        .as_ref()?
-        .holder_identity
-        .clone()
-        .filter(|holder| !holder.is_empty())
+impl Holder {
+    fn of(lease: &Lease) -> Self {
+        match lease
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.holder_identity.as_deref())
+        {
+            None | Some("") => Holder::Free,
+            Some(holder) => Holder::Replica(holder.to_owned()),
+        }
+    }
 }
 
 /// Until when `identity` may act as the holder of `lease`, if it holds it.
@@ -327,30 +358,62 @@ mod tests {
         assert!(!view.held_at(SystemTime::from(now)));
     }
 
-    #[test]
-    fn only_another_holder_freeing_the_lease_counts_as_a_release() {
-        let now = jiff::Timestamp::now();
+    fn free(now: jiff::Timestamp) -> Lease {
         let mut free = lease("", now, 15);
         free.spec.as_mut().unwrap().holder_identity = None;
+        free
+    }
+
+    #[test]
+    fn a_lease_freed_by_another_holder_calls_for_a_fresh_campaign() {
+        let now = jiff::Timestamp::now();
         let mut view = LeaseView::new("a");
-        assert!(
-            !view.apply(watcher::Event::Apply(free.clone())),
-            "never held"
-        );
         assert!(!view.apply(watcher::Event::Apply(lease("b", now, 15))));
-        assert!(
-            view.apply(watcher::Event::Apply(free.clone())),
-            "b freed it"
-        );
-        assert!(
-            !view.apply(watcher::Event::Apply(free.clone())),
-            "still free"
-        );
+        assert!(view.apply(watcher::Event::Apply(free(now))), "b freed it");
+        assert!(!view.apply(watcher::Event::Apply(free(now))), "still free");
         assert!(!view.apply(watcher::Event::Apply(lease("a", now, 15))));
         assert!(
-            !view.apply(watcher::Event::Apply(free)),
+            !view.apply(watcher::Event::Apply(free(now))),
             "this replica freed it"
         );
+    }
+
+    /// The lease manager read the Lease before the watch began: if it was freed in between, the
+    /// watch's first sight of it is the only sign.
+    #[test]
+    fn a_lease_free_when_first_seen_calls_for_a_fresh_campaign() {
+        let now = jiff::Timestamp::now();
+        let mut listed = LeaseView::new("a");
+        assert!(!listed.apply(watcher::Event::Init));
+        assert!(!listed.apply(watcher::Event::InitApply(free(now))));
+        assert!(
+            listed.apply(watcher::Event::InitDone),
+            "free on the first list"
+        );
+        assert!(!listed.apply(watcher::Event::Init));
+        assert!(!listed.apply(watcher::Event::InitApply(free(now))));
+        assert!(
+            !listed.apply(watcher::Event::InitDone),
+            "still free on a re-list"
+        );
+
+        let mut deleted = LeaseView::new("a");
+        deleted.apply(watcher::Event::Apply(lease("b", now, 15)));
+        assert!(!deleted.apply(watcher::Event::Delete(lease("b", now, 15))));
+        assert!(
+            deleted.apply(watcher::Event::Apply(free(now))),
+            "created anew"
+        );
+    }
+
+    #[test]
+    fn a_relist_that_finds_the_lease_freed_calls_for_a_fresh_campaign() {
+        let now = jiff::Timestamp::now();
+        let mut view = LeaseView::new("a");
+        view.apply(watcher::Event::Apply(lease("b", now, 15)));
+        view.apply(watcher::Event::Init);
+        assert!(!view.apply(watcher::Event::InitApply(free(now))));
+        assert!(view.apply(watcher::Event::InitDone));
     }
 
     #[test]
