@@ -328,10 +328,10 @@ pub fn running(id: &str, ip: &str) -> Value {
     })
 }
 
-/// The decoded password of [`running`] instances.
 /// The leader's lease in tests that fail over (`OperatorBuilder::short_lease`).
 pub const SHORT_LEASE: Duration = Duration::from_secs(6);
 
+/// The decoded password of [`running`] instances.
 pub const PASSWORD: &str = "secret-password-42";
 
 /// A spec for `id` with the test credentials Secret `keys`.
@@ -451,7 +451,6 @@ impl OperatorBuilder {
         self
     }
 
-    /// Runs as someone else (a ServiceAccount's kubeconfig).
     /// A lease of `SHORT_LEASE`, renewed 2 s before it expires, so that failovers fit in a test.
     pub fn short_lease(self) -> Self {
         self.arg("--lease-duration")
@@ -460,6 +459,7 @@ impl OperatorBuilder {
             .arg("2s")
     }
 
+    /// Runs as someone else (a ServiceAccount's kubeconfig).
     pub fn kubeconfig(mut self, path: &Path) -> Self {
         self.kubeconfig = path.to_owned();
         self
