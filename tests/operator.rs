@@ -498,18 +498,14 @@ async fn the_connection_secret_is_written_owned_and_holds_the_decoded_password()
         .await;
     bed.annotate("a", "compshare.ucloud.cn/refresh-requested-at", Some("1"))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll_until(Duration::from_secs(10), async || {
         let secret = bed.secrets().get("a-ssh").await.unwrap();
-        if secret.data.unwrap()["password"].0 == b"new-password" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new password was not written"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (secret.data.unwrap()["password"].0 == b"new-password")
+            .then_some(())
+            .ok_or(())
+    })
+    .await
+    .expect("the new password was not written");
 
     // A Secret of that name that someone else owns is left alone, and said so.
     bed.secret("taken", &[("note", "not yours")]).await;
@@ -542,14 +538,12 @@ async fn the_connection_secret_is_written_owned_and_holds_the_decoded_password()
         .delete("a", &DeleteParams::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while bed.secrets().get_opt("a-ssh-2").await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the garbage collector did not delete the Secret"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    poll_until(Duration::from_secs(60), async || {
+        let secret = bed.secrets().get_opt("a-ssh-2").await.unwrap();
+        secret.is_none().then_some(()).ok_or(())
+    })
+    .await
+    .expect("the garbage collector did not delete the Secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,22 +173,19 @@ impl Namespace {
         timeout: Duration,
         condition: impl Fn(&CompShareInstance) -> bool,
     ) -> CompShareInstance {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let current = self.instances().get_opt(name).await.expect("get");
-            if let Some(current) = &current
-                && condition(current)
-            {
-                return current.clone();
+        poll_until(timeout, async || {
+            match self.instances().get_opt(name).await.expect("get") {
+                Some(current) if condition(&current) => Ok(current),
+                current => Err(current),
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "{name}: not {what} after {timeout:?}; status: {}",
-                    serde_json::to_string_pretty(&current.and_then(|c| c.status)).unwrap()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|last| {
+            panic!(
+                "{name}: not {what} after {timeout:?}; status: {}",
+                serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap()
+            )
+        })
     }
 
     /// Waits until every one of `names` is `Synced=True`.
@@ -229,17 +226,18 @@ impl Namespace {
     /// publishes an event after the status write that caused it, so a test that has just seen
     /// the status must give the event a moment to arrive.
     pub async fn wait_for_event_reasons(&self, name: &str, expected: &[&str], timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll_until(timeout, async || {
             let reasons = self.event_reasons(name).await;
             if reasons == expected {
-                return;
+                Ok(())
+            } else {
+                Err(reasons)
             }
-            if Instant::now() > deadline {
-                panic!("{name}: events {reasons:?} after {timeout:?}, expected {expected:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|reasons| {
+            panic!("{name}: events {reasons:?} after {timeout:?}, expected {expected:?}")
+        });
     }
 
     /// Calls the simulator's admin interface.
@@ -326,6 +324,22 @@ pub fn running(id: &str, ip: &str) -> Value {
             {"IP": "10.9.0.4", "Type": "Private"},
         ],
     })
+}
+
+/// Calls `probe` every 100 ms until it gives `Ok`; once `timeout` has passed, gives its last
+/// `Err` back instead, for the caller to say what did not happen.
+pub async fn poll_until<T, E>(
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(done) => return Ok(done),
+            Err(last) if Instant::now() >= deadline => return Err(last),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// The leader's lease in tests that fail over (`OperatorBuilder::short_lease`).
@@ -520,25 +534,22 @@ pub struct Operator {
 
 impl Operator {
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(
-                self.daemon.is_running(),
-                "the operator exited:\n{}",
-                self.logs()
-            );
-            let url = format!("http://{}/readyz", self.metrics);
-            if let Ok(r) = self.http.get(&url).send().await
-                && r.status().is_success()
-            {
-                return;
+        let url = format!("http://{}/readyz", self.metrics);
+        // `Ok(false)`: it exited, so there is nothing to wait for.
+        let ready = poll_until(Duration::from_secs(60), async || {
+            if !self.is_running() {
+                return Ok(false);
             }
-            assert!(
-                Instant::now() < deadline,
-                "the operator is not ready:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            match self.http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(true),
+                _ => Err(()),
+            }
+        })
+        .await;
+        match ready {
+            Ok(true) => {}
+            Ok(false) => panic!("the operator exited:\n{}", self.logs()),
+            Err(()) => panic!("the operator is not ready:\n{}", self.logs()),
         }
     }
 
@@ -609,14 +620,17 @@ impl Operator {
     pub async fn wait_until_leading_is(&self, leading: bool, within: Duration) -> Duration {
         let started = Instant::now();
         let expected = if leading { 1.0 } else { 0.0 };
-        while self.metric("compshare_leader").await != expected {
-            assert!(
-                started.elapsed() < within,
+        poll_until(within, async || {
+            let gauge = self.metric("compshare_leader").await;
+            (gauge == expected).then_some(()).ok_or(())
+        })
+        .await
+        .unwrap_or_else(|()| {
+            panic!(
                 "compshare_leader is not {expected} after {within:?}:\n{}",
                 self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            )
+        });
         started.elapsed()
     }
 
