@@ -203,19 +203,25 @@ async fn track(
 #[derive(Debug)]
 struct LeaseView<'a> {
     identity: &'a str,
+    seen: Sight,
+    /// Gathered during a (re-)list, which replaces `seen` only once complete so that it cannot
+    /// interrupt leadership.
+    listed: Sight,
+}
+
+/// One look at the Lease.
+#[derive(Debug, Default)]
+struct Sight {
     /// Until when this replica may act as the holder; `None` when it does not hold the Lease.
     valid_until: Option<SystemTime>,
-    /// The same, gathered during a (re-)list, which replaces `valid_until` only once complete so
-    /// that it cannot interrupt leadership.
-    listed: Option<SystemTime>,
     holder: Holder,
-    listed_holder: Holder,
 }
 
 /// Who holds the Lease, as far as the watch has shown.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 enum Holder {
     /// Not seen yet, or deleted.
+    #[default]
     Unknown,
     Free,
     Replica(String),
@@ -225,10 +231,8 @@ impl<'a> LeaseView<'a> {
     fn new(identity: &'a str) -> Self {
         LeaseView {
             identity,
-            valid_until: None,
-            listed: None,
-            holder: Holder::Unknown,
-            listed_holder: Holder::Unknown,
+            seen: Sight::default(),
+            listed: Sight::default(),
         }
     }
 
@@ -238,30 +242,20 @@ impl<'a> LeaseView<'a> {
     /// only this way).
     fn apply(&mut self, event: watcher::Event<Lease>) -> bool {
         let seen = match event {
-            watcher::Event::Apply(lease) => {
-                self.valid_until = held_until(&lease, self.identity);
-                Holder::of(&lease)
-            }
-            watcher::Event::Delete(_) => {
-                self.valid_until = None;
-                Holder::Unknown
-            }
+            watcher::Event::Apply(lease) => Sight::of(&lease, self.identity),
+            watcher::Event::Delete(_) => Sight::default(),
             watcher::Event::Init => {
-                (self.listed, self.listed_holder) = (None, Holder::Unknown);
+                self.listed = Sight::default();
                 return false;
             }
             watcher::Event::InitApply(lease) => {
-                self.listed = held_until(&lease, self.identity);
-                self.listed_holder = Holder::of(&lease);
+                self.listed = Sight::of(&lease, self.identity);
                 return false;
             }
-            watcher::Event::InitDone => {
-                self.valid_until = self.listed.take();
-                std::mem::replace(&mut self.listed_holder, Holder::Unknown)
-            }
+            watcher::Event::InitDone => std::mem::take(&mut self.listed),
         };
-        let before = std::mem::replace(&mut self.holder, seen);
-        self.holder == Holder::Free
+        let before = std::mem::replace(&mut self.seen, seen).holder;
+        self.seen.holder == Holder::Free
             && match before {
                 Holder::Unknown => true,
                 Holder::Free => false,
@@ -270,12 +264,21 @@ impl<'a> LeaseView<'a> {
     }
 
     fn held_at(&self, now: SystemTime) -> bool {
-        self.valid_until.is_some_and(|until| now < until)
+        self.seen.valid_until.is_some_and(|until| now < until)
     }
 
     /// How much longer this replica holds the Lease as last seen, if it does.
     fn held_for(&self, now: SystemTime) -> Option<Duration> {
-        self.valid_until?.duration_since(now).ok()
+        self.seen.valid_until?.duration_since(now).ok()
+    }
+}
+
+impl Sight {
+    fn of(lease: &Lease, identity: &str) -> Self {
+        Sight {
+            valid_until: held_until(lease, identity),
+            holder: Holder::of(lease),
+        }
     }
 }
 
