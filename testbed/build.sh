@@ -1,53 +1,83 @@
 #!/usr/bin/env bash
-# Builds the control plane for the tests (etcd, kube-apiserver, kube-controller-manager, kubectl)
-# from the Go modules pinned in testbed/go/go.mod, and helm from testbed/helm/go.mod, and caches
-# the binaries.
+# Builds the programs the tests run, from Go modules (no release downloads or container registries
+# are reachable here), and caches them:
+#   control-plane   etcd, kube-apiserver, kube-controller-manager, kubectl   (testbed/go)
+#   helm            helm                                                     (testbed/helm)
+#   gitops          gitops-verdicts: kstatus, Argo CD and Flux's own code    (testbed/gitops)
 #
-# Usage: testbed/build.sh            prints the directory that holds the binaries
+# Usage: testbed/build.sh            prints the directory that holds all the binaries
 #
-# The binaries go to $COMPSHARE_TESTBED_CACHE (default ~/.cache/compshare-operator/testbed), keyed
-# by a hash of go.mod and go.sum, so a fresh clone on the same machine reuses them; .testbed/bin in
-# the repository (ignored by git) links to that directory.
+# Each set is cached under $COMPSHARE_TESTBED_CACHE (default ~/.cache/compshare-operator/testbed),
+# keyed by a hash of its module's files and of its recipe, so a fresh clone on the same machine
+# reuses it and changing one set rebuilds only that one. The printed directory (also linked from
+# .testbed/bin in the repository, which git ignores) holds links to every set's binaries.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-key=$(cat "$here"/go/go.{mod,sum} "$here"/helm/go.{mod,sum} "$here/build.sh" | sha256sum | cut -c1-16)
-cache=${COMPSHARE_TESTBED_CACHE:-$HOME/.cache/compshare-operator/testbed}/$key
-bins=(etcd kube-apiserver kube-controller-manager kubectl helm)
+cache_root=${COMPSHARE_TESTBED_CACHE:-$HOME/.cache/compshare-operator/testbed}
+links=()
 
-complete() { for b in "${bins[@]}"; do [ -x "$cache/$b" ] || return 1; done; }
+# build SET MODULE RECIPE: runs RECIPE (shell, with $out the directory to build into) in
+# testbed/MODULE unless that set is cached, and remembers its binaries.
+build() {
+  local set=$1 module=$2 recipe=$3
+  local key
+  key=$({ cat "$here/$module"/go.mod "$here/$module"/go.sum "$here/$module"/*.go; printf '%s' "$recipe"; } \
+    | sha256sum | cut -c1-16)
+  local dir="$cache_root/$set-$key"
+  if [ ! -e "$dir/.complete" ]; then
+    echo "testbed: building $set into $dir (first time only)" >&2
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    (cd "$here/$module" && CGO_ENABLED=0 GOFLAGS=-mod=mod out="$dir.tmp" bash -euo pipefail -c "$recipe") >&2
+    touch "$dir.tmp/.complete"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  local binary
+  for binary in "$dir"/*; do links+=("$binary"); done
+}
 
-if ! complete; then
-  echo "testbed: building ${bins[*]} into $cache (first time only; 5-15 min on 2 cores)" >&2
-  mkdir -p "$cache.tmp"
-  (
-    cd "$here/go"
-    export CGO_ENABLED=0 GOFLAGS=-mod=mod
-    # Stamp the release into the binaries: a bare `go build` reports v0.0.0-master, which
-    # confuses version checks in clients (kubectl's skew warning, kube-rs discovery).
-    k8s=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
-    minor=$(echo "$k8s" | cut -d. -f2)
-    stamp=""
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      stamp+=" -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-    done
-    go build -trimpath -ldflags='-s -w' -o "$cache.tmp/etcd" go.etcd.io/etcd/server/v3
-    go build -trimpath -ldflags="-s -w$stamp" -o "$cache.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl
-    # helm's default Kubernetes version for `helm template` is stamped the same way.
-    cd "$here/helm"
-    helm=$(go list -m -f '{{.Version}}' helm.sh/helm/v3)
-    go build -trimpath -o "$cache.tmp/helm" -ldflags="-s -w \
-      -X helm.sh/helm/v3/internal/version.version=$helm \
-      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
-      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
-      helm.sh/helm/v3/cmd/helm
-  ) >&2
-  rm -rf "$cache" && mv "$cache.tmp" "$cache"
+# Stamps the release into the binaries: a bare `go build` reports v0.0.0-master, which confuses
+# version checks in clients (kubectl's skew warning, kube-rs discovery). 5-15 min on 2 cores.
+build control-plane go '
+  k8s=$(go list -m -f "{{.Version}}" k8s.io/kubernetes)
+  minor=$(echo "$k8s" | cut -d. -f2)
+  stamp=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    stamp+=" -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  go build -trimpath -ldflags="-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+  go build -trimpath -ldflags="-s -w$stamp" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kubectl
+'
+
+# helm's default Kubernetes version for `helm template` is stamped the same way (the control
+# plane's minor version is part of the recipe, so a new one rebuilds helm).
+minor=$(sed -n 's|^\tk8s.io/kubernetes v1\.\([0-9]*\)\..*|\1|p' "$here/go/go.mod")
+[ -n "$minor" ] || { echo "testbed: no k8s.io/kubernetes version in testbed/go/go.mod" >&2; exit 1; }
+build helm helm '
+  helm=$(go list -m -f "{{.Version}}" helm.sh/helm/v3)
+  minor='"$minor"'
+  go build -trimpath -o "$out/helm" -ldflags="-s -w \
+    -X helm.sh/helm/v3/internal/version.version=$helm \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
+    helm.sh/helm/v3/cmd/helm
+'
+
+# About 6 min on 2 cores the first time (Argo CD's module is large).
+build gitops gitops '
+  go build -trimpath -ldflags="-s -w" -o "$out/gitops-verdicts" .
+'
+
+# One directory of links to every set, named by what it links to.
+farm="$cache_root/bin-$(printf '%s\n' "${links[@]}" | sha256sum | cut -c1-16)"
+if [ ! -d "$farm" ]; then
+  rm -rf "$farm.tmp.$$" && mkdir -p "$farm.tmp.$$"
+  for binary in "${links[@]}"; do ln -s "$binary" "$farm.tmp.$$/"; done
+  mv -T "$farm.tmp.$$" "$farm" 2>/dev/null || rm -rf "$farm.tmp.$$"
 fi
-
 mkdir -p "$root/.testbed"
-ln -sfn "$cache" "$root/.testbed/bin"
-echo "$cache"
+ln -sfn "$farm" "$root/.testbed/bin"
+echo "$farm"
