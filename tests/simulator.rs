@@ -262,6 +262,13 @@ async fn instances_come_in_the_full_shape_and_only_to_their_owner() {
         "IsSpot",
         "UpdateTime",
         "InstancePrice",
+        // The Go SDK's CompShareInstanceSet has these beside the page's fields.
+        "CompShareImageBillId",
+        "CpuArch",
+        "PostPayPowerOffBillingResource",
+        "StopSchedulerTime",
+        "Tag",
+        "WithoutGpuSpec",
     ] {
         assert!(element.contains_key(field), "{field} missing");
     }

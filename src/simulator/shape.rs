@@ -1,5 +1,7 @@
 //! The full shape of a `UHostSet` element, as the vendor's page for `DescribeCompShareInstance`
-//! lists it, with a sensible default for every field a fixture leaves out.
+//! lists it and as the official Go SDK models it (`CompShareInstanceSet` in ucloud-sdk-go's
+//! `services/ucompshare/models.go`, every field not marked deprecated), with a plausible default
+//! for every field a fixture leaves out.
 //!
 //! Instances are kept as JSON objects in the vendor's PascalCase so that a real answer can be
 //! pasted into a fixture as it is; fields given there win over these defaults, and fields the page
@@ -16,8 +18,8 @@ pub(super) const UHOST_ID: &str = "UHostId";
 pub(super) const REGION: &str = "Region";
 pub(super) const ZONE: &str = "Zone";
 pub(super) const UPDATE_TIME: &str = "UpdateTime";
-/// Business group; a request filter (`Tag`) matches it. Not in the vendor's list of fields, so it
-/// gets no default: set it in the fixture to use the filter.
+/// Business group; a request filter (`Tag`) matches it. `Default` unless the fixture says otherwise,
+/// as for machines made without one.
 pub(super) const TAG: &str = "Tag";
 pub(super) const IP_SET: &str = "IPSet";
 
@@ -85,8 +87,15 @@ pub(super) fn fill_defaults(instance: &mut Map<String, Value>, now: i64) {
         ("AttachUs3Time", json!(0)),
         (
             "MonitorMessages",
-            json!({"CpuUsage": 0, "MemoryUsage": 0, "GpuUsage": 0}),
+            json!({"CpuUsageRate": "0%", "MemUsageRate": "0%", "GpuInfo": []}),
         ),
+        // The Go SDK's model has these too.
+        ("CompShareImageBillId", json!("")),
+        ("CpuArch", json!("x86_64")),
+        ("PostPayPowerOffBillingResource", json!([])),
+        ("StopSchedulerTime", json!(0)),
+        (TAG, json!("Default")),
+        ("WithoutGpuSpec", json!({"Cpu": 0, "Gpu": 0, "Memory": 0})),
     ];
     for (field, value) in defaults {
         instance.entry(field).or_insert(value);
@@ -158,6 +167,79 @@ mod tests {
         "MonitorMessages",
     ];
 
+    /// Every field of the official Go SDK's `CompShareInstanceSet` not marked deprecated
+    /// (ucloud-sdk-go `services/ucompshare/models.go`), in its order, with the JSON kind of its Go
+    /// type: a client decoding into that struct finds each field, and finds it decodable.
+    const SDK_FIELDS: &[(&str, Kind)] = &[
+        ("AutoRenew", Kind::Str),
+        ("CPU", Kind::Num),
+        ("ChargeType", Kind::Str),
+        ("CompShareImageBillId", Kind::Str),
+        ("CompShareImageId", Kind::Str),
+        ("CompShareImageName", Kind::Str),
+        ("CompShareImageOwnerAlias", Kind::Str),
+        ("CompShareImagePrice", Kind::Num),
+        ("CompShareImageStatus", Kind::Str),
+        ("CompShareImageType", Kind::Str),
+        ("CpuArch", Kind::Str),
+        ("CpuPlatform", Kind::Str),
+        ("CreateTime", Kind::Num),
+        ("DiscountType", Kind::Num),
+        ("DiskPriceInfo", Kind::List),
+        ("DiskSet", Kind::List),
+        ("ExpireTime", Kind::Num),
+        ("GPU", Kind::Num),
+        ("GpuType", Kind::Str),
+        ("GraphicsMemory", Kind::Obj),
+        ("IPSet", Kind::List),
+        ("InstancePrice", Kind::Num),
+        ("InstanceType", Kind::Str),
+        ("IsExpire", Kind::Str),
+        ("MachineType", Kind::Str),
+        ("Memory", Kind::Num),
+        ("MonitorMessages", Kind::Obj),
+        ("Name", Kind::Str),
+        ("OsName", Kind::Str),
+        ("OsType", Kind::Str),
+        ("Password", Kind::Str),
+        ("PostPayPowerOffBillingResource", Kind::List),
+        ("ReleaseTime", Kind::Num),
+        ("Remark", Kind::Str),
+        ("Softwares", Kind::List),
+        ("SshLoginCommand", Kind::Str),
+        ("StartTime", Kind::Num),
+        ("State", Kind::Str),
+        ("StopSchedulerTime", Kind::Num),
+        ("StopTime", Kind::Num),
+        ("SupportWithoutGpuStart", Kind::Bool),
+        ("Tag", Kind::Str),
+        ("TotalDiskSpace", Kind::Num),
+        ("UHostId", Kind::Str),
+        ("UpdateTime", Kind::Num),
+        ("WithoutGpuSpec", Kind::Obj),
+        ("Zone", Kind::Str),
+    ];
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        Str,
+        Num,
+        Bool,
+        List,
+        Obj,
+    }
+
+    fn kind(value: &Value) -> Option<Kind> {
+        match value {
+            Value::String(_) => Some(Kind::Str),
+            Value::Number(_) => Some(Kind::Num),
+            Value::Bool(_) => Some(Kind::Bool),
+            Value::Array(_) => Some(Kind::List),
+            Value::Object(_) => Some(Kind::Obj),
+            Value::Null => None,
+        }
+    }
+
     fn minimal() -> Map<String, Value> {
         json!({"UHostId": "uhost-1", "Region": "cn-wlcb"})
             .as_object()
@@ -174,6 +256,13 @@ mod tests {
             assert!(
                 value.is_some_and(|v| !v.is_null()),
                 "{field} has no default"
+            );
+        }
+        for (field, expected) in SDK_FIELDS {
+            assert_eq!(
+                instance.get(*field).and_then(kind),
+                Some(*expected),
+                "{field}: not the SDK's type"
             );
         }
         assert_eq!(instance["Name"], "uhost-1");
