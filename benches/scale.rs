@@ -34,7 +34,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
-use support::{Operator, OperatorBuilder};
+use support::{Operator, OperatorBuilder, apiserver_writes};
 use tokio::sync::Notify;
 
 #[derive(Debug, Parser)]
@@ -64,7 +64,8 @@ struct Args {
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
     /// N = 100 once, batched only, no report; exits non-zero when calls per interval exceed
-    /// ⌈N/100⌉ or anything is written in steady state.
+    /// ⌈N/100⌉, a new resource costs more than one status write, or anything is written in
+    /// steady state.
     #[arg(long)]
     smoke: bool,
     /// Extra environment of the operator, KEY=VALUE (for experiments such as allocator settings).
@@ -139,7 +140,8 @@ struct Measurement {
     latency_median: f64,
     latency_p99: f64,
     latency_max: f64,
-    /// Status writes during the sync (first observations), for context.
+    /// Status writes during the sync, as the apiserver counts them: one per new resource (its
+    /// first observation).
     sync_status_writes: f64,
     /// Status writes per second the apiserver takes from a plain client (server-side apply, 16 at
     /// once, as the operator writes): the ceiling of any operator's sync rate on this machine.
@@ -209,6 +211,12 @@ async fn main() {
                 "{} cloud calls per interval, more than ⌈N/100⌉ = {}",
                 m.calls_per_interval,
                 scenario.expected_calls()
+            ));
+        }
+        if m.sync_status_writes != scenario.n as f64 {
+            failures.push(format!(
+                "{} status writes to sync {} new resources, not one each",
+                m.sync_status_writes, scenario.n
             ));
         }
         for (what, value) in [
@@ -358,6 +366,7 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         let (key, value) = pair.split_once('=').expect("--operator-env KEY=VALUE");
         builder = builder.env(key, value);
     }
+    let writes_before = apiserver_writes(&client, "compshareinstances", Some("status")).await;
     let started = Instant::now();
     let operator = builder.start().await;
     eprintln!("   operator pid {}", operator.pid());
@@ -365,9 +374,8 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     tracker.wait_all(sync_timeout).await;
     let sync_seconds = started.elapsed().as_secs_f64();
     let cpu_sync = cpu_seconds(operator.pid());
-    let sync_status_writes = operator
-        .metric("compshare_kube_writes_total{kind=\"status\"}")
-        .await;
+    let sync_status_writes =
+        apiserver_writes(&client, "compshareinstances", Some("status")).await - writes_before;
 
     // Steady state: settle one interval, then count whole intervals.
     tokio::time::sleep(interval).await;
@@ -623,7 +631,6 @@ struct Snapshot {
 
 impl Snapshot {
     async fn take(admin: &Admin, operator: &Operator, client: &kube::Client) -> Snapshot {
-        let apiserver = apiserver_metrics(client).await;
         Snapshot {
             calls: admin.describe_calls().await,
             operator_status: operator
@@ -632,39 +639,11 @@ impl Snapshot {
             operator_events: operator
                 .metric("compshare_kube_writes_total{kind=\"event\"}")
                 .await,
-            apiserver_status: sum_requests(&apiserver, |l| {
-                l.contains("resource=\"compshareinstances\"")
-                    && l.contains("subresource=\"status\"")
-                    && is_write(l)
-            }),
-            apiserver_events: sum_requests(&apiserver, |l| {
-                l.contains("resource=\"events\"") && is_write(l)
-            }),
+            apiserver_status: apiserver_writes(client, "compshareinstances", Some("status")).await,
+            apiserver_events: apiserver_writes(client, "events", None).await,
             cpu: cpu_seconds(operator.pid()),
         }
     }
-}
-
-fn is_write(line: &str) -> bool {
-    ["POST", "PUT", "PATCH", "DELETE"]
-        .iter()
-        .any(|verb| line.contains(&format!("verb=\"{verb}\"")))
-}
-
-async fn apiserver_metrics(client: &kube::Client) -> String {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    client
-        .request_text(request)
-        .await
-        .expect("apiserver metrics")
-}
-
-fn sum_requests(metrics: &str, select: impl Fn(&str) -> bool) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{") && select(l))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// utime + stime of a process, in seconds.

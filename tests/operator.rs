@@ -267,7 +267,9 @@ async fn a_state_change_reaches_status_within_the_poll_interval_with_one_event_a
         .await;
     let latency = changed_at.elapsed();
     assert!(latency <= POLL + Duration::from_secs(2), "took {latency:?}");
-    assert_eq!(condition(&stopped, "Ready"), Some(("False", "Stopped")));
+    // Stopped with nothing asking it to run: settled.
+    assert_eq!(condition(&stopped, "Ready"), Some(("True", "Stopped")));
+    assert_eq!(condition(&stopped, "Running"), Some(("False", "Stopped")));
 
     // One event, and it stays one; the other resource was not touched.
     tokio::time::sleep(POLL + Duration::from_secs(1)).await;

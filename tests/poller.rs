@@ -79,6 +79,7 @@ impl Harness {
             uhost_id: id(i),
             zone: None,
             interval: Duration::from_secs(60),
+            generation: 1,
         });
         key
     }

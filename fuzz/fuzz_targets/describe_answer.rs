@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             instance: Some(Arc::new(instance)),
             outcome: Outcome::Found,
             refresh: None,
+            generation: 1,
         };
         let status = status::desired(Inputs {
             resource: &resource,

@@ -41,6 +41,7 @@ pub(super) struct GroupState {
 pub(super) struct Member {
     pub uhost_id: String,
     pub zone: Option<String>,
+    pub generation: i64,
     pub observation: Option<Arc<Observation>>,
     /// A refresh request waiting for the next call that includes this member.
     pub pending_refresh: Option<String>,
@@ -86,19 +87,22 @@ impl Group {
         let member = state.members.entry(key.clone()).or_insert_with(|| Member {
             uhost_id: target.uhost_id.clone(),
             zone: target.zone.clone(),
+            generation: target.generation,
             observation: None,
             pending_refresh: None,
         });
-        // A changed zone changes what the answer means; observe again right away.
-        let zone_changed = member.zone != target.zone;
+        // A new spec is answered by an observation made for it, right away (a changed zone also
+        // changes what the answer means).
+        let respecified = member.generation != target.generation || member.zone != target.zone;
         member.zone.clone_from(&target.zone);
+        member.generation = target.generation;
         let inserted = state
             .schedule
             .insert(key.clone(), target.interval, now, &mut state.rng);
-        if zone_changed {
+        if respecified {
             state.schedule.mark_urgent(key, now);
         }
-        zone_changed || inserted != super::schedule::Inserted::Unchanged
+        respecified || inserted != super::schedule::Inserted::Unchanged
     }
 
     /// Removes a member; returns whether the group is now empty.
@@ -174,7 +178,7 @@ pub(super) async fn run(group: Arc<Group>, wiring: Arc<Wiring>) {
 }
 
 async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
-    let request = {
+    let (request, asked) = {
         let state = group.state.lock().expect("group lock");
         let mut seen = HashSet::new();
         let ids: Vec<String> = page
@@ -184,14 +188,22 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
             .filter(|m| seen.insert(m.uhost_id.as_str()))
             .map(|m| m.uhost_id.clone())
             .collect();
-        DescribeRequest {
+        // The generation each member is asked for: a spec edited during the call is answered by
+        // the next one.
+        let asked: HashMap<Key, i64> = page
+            .keys
+            .iter()
+            .filter_map(|key| Some((key.clone(), state.members.get(key)?.generation)))
+            .collect();
+        let request = DescribeRequest {
             region: group.key.region.clone(),
             project_id: group.key.project_id.clone(),
             // Limit defaults to 20: ask for a whole page, or ids past the 20th go missing.
             limit: Some(MAX_IDS_PER_CALL as u32),
             uhost_ids: ids,
             ..DescribeRequest::default()
-        }
+        };
+        (request, asked)
     };
     if request.uhost_ids.is_empty() {
         return;
@@ -217,7 +229,7 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
     let failure = result.as_ref().err().cloned();
     let (changed, backoff) = {
         let mut state = group.state.lock().expect("group lock");
-        state.apply(&page, result, Instant::now(), &wiring.metrics)
+        state.apply(&page, &asked, result, Instant::now(), &wiring.metrics)
     };
     if let (Some(error), Some(delay)) = (failure, backoff) {
         tracing::info!(
@@ -236,11 +248,13 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
 }
 
 impl GroupState {
-    /// Records the result of a call for `page`; returns the members whose observation changed and
+    /// Records the result of a call for `page` (`asked`: the generation each member was asked
+    /// for); returns the members whose observation changed and
     /// the backoff chosen, if the failure calls for one.
     fn apply(
         &mut self,
         page: &Page<Key>,
+        asked: &HashMap<Key, i64>,
         result: Result<Vec<Instance>, CallError>,
         now: Instant,
         metrics: &Metrics,
@@ -314,6 +328,7 @@ impl GroupState {
                 instance,
                 outcome,
                 refresh,
+                generation: asked.get(key).copied().unwrap_or(member.generation),
             };
             if previous != Some(&observation) {
                 member.observation = Some(Arc::new(observation));

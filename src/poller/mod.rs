@@ -59,6 +59,9 @@ pub struct Target {
     pub uhost_id: String,
     pub zone: Option<String>,
     pub interval: Duration,
+    /// The resource's `metadata.generation`: an observation says which generation it answered,
+    /// and a new generation is observed right away.
+    pub generation: i64,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -14,6 +14,8 @@ pub struct Observation {
     pub outcome: Outcome,
     /// The latest refresh request (annotation value) that an observation has answered.
     pub refresh: Option<String>,
+    /// The resource generation the latest call was made for.
+    pub generation: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

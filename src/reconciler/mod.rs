@@ -230,6 +230,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
                     uhost_id: resource.spec.uhost_id.clone(),
                     zone: resource.spec.zone.clone(),
                     interval,
+                    generation: resource.metadata.generation.unwrap_or_default(),
                 });
                 let handled = resource
                     .status

@@ -1,11 +1,26 @@
 //! The status a resource should have, computed from what is known about it. Pure: no I/O, no clock
 //! (the time is passed in), so every rule is unit-tested.
 //!
-//! Conditions follow `metav1.Condition` and kstatus: `Ready` and `Synced` are always present;
-//! `Reconciling`, `Stalled` and `Paused` are "abnormal-true" and present only while True (their
-//! absence means False to kstatus, Argo CD and `kubectl wait`). Each carries the generation it was
-//! computed for; `lastTransitionTime` moves only when a condition's status changes, so an
-//! unchanged resource yields an identical status and no write.
+//! Conditions follow `metav1.Condition` and kstatus. `Ready`, `Running` and `Synced` are always
+//! present once the resource has been observed; `Reconciling`, `Stalled` and `Paused` are
+//! "abnormal-true" and present only while True (their absence means False to kstatus, Argo CD and
+//! `kubectl wait`). Each carries the generation it was computed for; `lastTransitionTime` moves only
+//! when a condition's status changes, so an unchanged resource yields an identical status and no
+//! write.
+//!
+//! **What `Ready` means.** `Ready` is True when the machine has settled in the state the resource
+//! asks for: `Running`, or `Stopped` when nothing asks it to run. It is False (with `Reconciling`)
+//! while the machine is on its way somewhere, False (with `Stalled`) when a person must act, and
+//! Unknown (with `Reconciling`) while the state cannot be read or is one this operator does not
+//! know. So every GitOps tool reads one verdict: settled is Current (kstatus, Flux) and
+//! Healthy/Suspended (Argo CD), moving is InProgress/Progressing, stalled is Failed/Degraded.
+//! Whether the machine runs is the `Running` condition.
+//!
+//! **What `observedGeneration` means.** The generation of the spec that the facts and conditions
+//! answer: claimed by an observation made for that generation (or by a decision that needs none:
+//! paused, unusable credentials), never by an older observation or a failed call. A resource the
+//! operator has not observed keeps the CRD's default (`observedGeneration: 0`), which every tool
+//! reads as in progress.
 
 use compact_str::{CompactString, format_compact};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,11 +36,12 @@ use crate::resource::{
 };
 
 pub const READY: &str = "Ready";
+pub const RUNNING: &str = "Running";
 pub const SYNCED: &str = "Synced";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 pub const PAUSED: &str = "Paused";
-const CONDITION_ORDER: [&str; 5] = [READY, SYNCED, RECONCILING, STALLED, PAUSED];
+const CONDITION_ORDER: [&str; 6] = [READY, RUNNING, SYNCED, RECONCILING, STALLED, PAUSED];
 
 const TRUE: &str = "True";
 const FALSE: &str = "False";
@@ -44,6 +60,35 @@ const TRANSITIONAL_STATES: [&str; 6] = [
 ];
 const INSTALL_FAILED_STATE: &str = "Install Fail";
 const RUNNING_STATE: &str = "Running";
+const STOPPED_STATE: &str = "Stopped";
+
+/// Where an instance's state stands, for the conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `Running`.
+    Running,
+    /// `Stopped`: settled, as nothing asks it to run.
+    Stopped,
+    /// On its way somewhere: `Starting`, `Stopping`, `Install`, …
+    Moving,
+    /// `Install Fail`: a person must act.
+    InstallFailed,
+    /// `""`: the API could not read the state.
+    Unreadable,
+    /// A state this operator does not know (the set is open): not assumed settled.
+    Unfamiliar,
+}
+
+fn phase(state: &str) -> Phase {
+    match state {
+        RUNNING_STATE => Phase::Running,
+        STOPPED_STATE => Phase::Stopped,
+        INSTALL_FAILED_STATE => Phase::InstallFailed,
+        "" => Phase::Unreadable,
+        s if TRANSITIONAL_STATES.contains(&s) => Phase::Moving,
+        _ => Phase::Unfamiliar,
+    }
+}
 
 /// Something a person must fix before the resource can be observed or trusted; shown in `Synced`
 /// or `Stalled` with this reason and message.
@@ -81,9 +126,18 @@ pub struct Inputs<'a> {
 pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
     let resource = inputs.resource;
     let mut status = resource.status.clone().unwrap_or_default();
-    let generation = resource.metadata.generation;
-    status.observed_generation = generation;
     status.connection_secret_name = inputs.connection_secret.map(CompactString::from);
+    let observed = status.conditions.iter().any(|c| c.type_ == READY);
+    // The generation this status answers (see the module's documentation).
+    let generation = match inputs.situation {
+        Situation::Paused | Situation::CredentialsProblem(_) => resource.metadata.generation,
+        // Nothing new is known: the status stays as it is, generation included.
+        Situation::Watched(None) => status.observed_generation,
+        // A passing failure says nothing about a new spec.
+        Situation::Watched(Some(o)) if observed && passing_failure(o) => status.observed_generation,
+        Situation::Watched(Some(o)) => Some(o.generation),
+    };
+    status.observed_generation = generation;
     let mut conditions = Conditions {
         list: std::mem::take(&mut status.conditions),
         generation,
@@ -98,9 +152,8 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
                 "Observation is paused by the compshare.ucloud.cn/paused annotation",
             );
             conditions.clear(RECONCILING);
-            // A resource created paused still gets Ready and Synced, so kstatus never reads a
-            // resource without Ready as Current.
-            for kind in [READY, SYNCED] {
+            // A resource paused before its first observation says so in every condition.
+            for kind in [READY, RUNNING, SYNCED] {
                 conditions.set_if_absent(kind, UNKNOWN, "Paused", "Observation is paused");
             }
         }
@@ -109,20 +162,10 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
             conditions.clear(RECONCILING);
             conditions.set(SYNCED, FALSE, problem.reason, &problem.message);
             conditions.set(READY, FALSE, problem.reason, &problem.message);
+            conditions.set_if_absent(RUNNING, UNKNOWN, problem.reason, &problem.message);
             conditions.raise(STALLED, problem.reason, &problem.message);
         }
-        Situation::Watched(None) => {
-            conditions.clear(PAUSED);
-            // After a restart the last status stays as it is until the first observation: no
-            // flapping, no writes. A new resource says that it is on its way.
-            if !conditions.has(READY) {
-                let waiting = "Waiting for the first observation of the instance";
-                conditions.set(READY, UNKNOWN, AWAITING, waiting);
-                conditions.set(SYNCED, UNKNOWN, AWAITING, waiting);
-                conditions.raise(RECONCILING, AWAITING, waiting);
-            }
-            conditions.claim_all();
-        }
+        Situation::Watched(None) => conditions.clear(PAUSED),
         Situation::Watched(Some(observation)) => {
             conditions.clear(PAUSED);
             apply_observation(&mut status, &mut conditions, resource, observation);
@@ -135,11 +178,18 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
         conditions.raise(STALLED, problem.reason, &problem.message);
     }
 
+    // Every condition answers the same generation as the status.
+    conditions.claim_all();
     conditions
         .list
         .sort_by_key(|c| CONDITION_ORDER.iter().position(|t| *t == c.type_));
     status.conditions = conditions.list;
     status
+}
+
+/// A failure that retrying may cure (throttling, network, 5xx): it changes nothing known.
+fn passing_failure(observation: &Observation) -> bool {
+    matches!(&observation.outcome, Outcome::Failed(error) if error.is_retryable())
 }
 
 fn apply_observation(
@@ -169,54 +219,87 @@ fn apply_observation(
     }
 
     let state = status.state.clone();
-    match stall(resource, observation, state.as_deref()) {
-        Some(problem) => {
-            conditions.raise(STALLED, problem.reason, &problem.message);
-            conditions.set(READY, FALSE, problem.reason, &problem.message);
-            conditions.clear(RECONCILING);
-        }
-        None => {
-            conditions.clear(STALLED);
-            match (&observation.outcome, state.as_deref()) {
-                // A passing failure does not change what is known about the instance: Ready
-                // and Reconciling keep their last values rather than flapping.
-                (Outcome::Failed(error), _) if conditions.has(READY) && error.is_retryable() => {
-                    conditions.claim_all();
-                }
-                (Outcome::Failed(error), None) => {
-                    let reason = failure_reason(error);
-                    conditions.set(
-                        READY,
-                        UNKNOWN,
-                        reason,
-                        "The instance has not been observed yet",
-                    );
-                    conditions.raise(RECONCILING, AWAITING, "Waiting for the first observation");
-                }
-                (_, Some(state)) => set_state_conditions(conditions, state),
-                (_, None) => {}
+    if let Some(problem) = stall(resource, observation, state.as_deref()) {
+        conditions.raise(STALLED, problem.reason, &problem.message);
+        conditions.set(READY, FALSE, problem.reason, &problem.message);
+        conditions.clear(RECONCILING);
+        match (&observation.outcome, state.as_deref()) {
+            (Outcome::NotFound, _) => {
+                conditions.set(RUNNING, FALSE, problem.reason, &problem.message);
+            }
+            (_, Some(state)) => set_running(conditions, state),
+            (_, None) => {
+                conditions.set_if_absent(RUNNING, UNKNOWN, problem.reason, &problem.message);
             }
         }
+        return;
+    }
+    conditions.clear(STALLED);
+    match (&observation.outcome, state.as_deref()) {
+        // A passing failure does not change what is known about the instance: every other
+        // condition keeps its value (and its generation) rather than flapping.
+        (Outcome::Failed(_), _) if conditions.has(READY) => {}
+        (Outcome::Failed(error), _) => {
+            let reason = failure_reason(error);
+            let waiting = "The instance has not been observed yet";
+            conditions.set(READY, UNKNOWN, reason, waiting);
+            conditions.set(RUNNING, UNKNOWN, reason, waiting);
+            conditions.raise(RECONCILING, AWAITING, "Waiting for the first observation");
+        }
+        (_, Some(state)) => set_state_conditions(conditions, state),
+        // Found always comes with the instance, and NotFound stalls.
+        (_, None) => {}
     }
 }
 
+/// `Ready`, `Running` and `Reconciling` from the instance's state.
 fn set_state_conditions(conditions: &mut Conditions<'_>, state: &str) {
     let reason = state_reason(state);
-    let message = if state.is_empty() {
-        "The API could not read the instance's state".to_owned()
-    } else {
-        format!("The instance is {state}")
-    };
-    let ready = match state {
-        RUNNING_STATE => TRUE,
-        "" => UNKNOWN,
-        _ => FALSE,
-    };
-    conditions.set(READY, ready, &reason, &message);
-    if TRANSITIONAL_STATES.contains(&state) {
-        conditions.raise(RECONCILING, &reason, &message);
-    } else {
-        conditions.clear(RECONCILING);
+    let said = format!("The instance is {state}");
+    set_running(conditions, state);
+    match phase(state) {
+        Phase::Running => {
+            conditions.set(READY, TRUE, &reason, &said);
+            conditions.clear(RECONCILING);
+        }
+        Phase::Stopped => {
+            let settled = format!("{said}, and nothing asks it to run");
+            conditions.set(READY, TRUE, &reason, &settled);
+            conditions.clear(RECONCILING);
+        }
+        Phase::Moving => {
+            conditions.set(READY, FALSE, &reason, &said);
+            conditions.raise(RECONCILING, &reason, &said);
+        }
+        Phase::Unreadable => {
+            let message = "The API could not read the instance's state; waiting until it can";
+            conditions.set(READY, UNKNOWN, &reason, message);
+            conditions.raise(RECONCILING, &reason, message);
+        }
+        Phase::Unfamiliar => {
+            let message = format!(
+                "The instance is in state {state:?}, which compshare-operator does not know; waiting for a known state"
+            );
+            conditions.set(READY, UNKNOWN, &reason, &message);
+            conditions.raise(RECONCILING, &reason, &message);
+        }
+        // `stall` reports it.
+        Phase::InstallFailed => {}
+    }
+}
+
+/// `Running`: whether the machine runs, from its state.
+fn set_running(conditions: &mut Conditions<'_>, state: &str) {
+    let reason = state_reason(state);
+    match phase(state) {
+        Phase::Running => conditions.set(RUNNING, TRUE, &reason, "The instance is Running"),
+        Phase::Unreadable => conditions.set(
+            RUNNING,
+            UNKNOWN,
+            &reason,
+            "The API could not read the instance's state",
+        ),
+        _ => conditions.set(RUNNING, FALSE, &reason, &format!("The instance is {state}")),
     }
 }
 
@@ -261,7 +344,7 @@ fn stall(
                 Disposition::Throttled | Disposition::Transient => None,
             }
         }
-        Outcome::Found if state == Some(INSTALL_FAILED_STATE) => problem(
+        Outcome::Found if state.map(phase) == Some(Phase::InstallFailed) => problem(
             "InstallFailed",
             "The instance failed to install; recreate it in CompShare".to_owned(),
         ),
@@ -474,7 +557,7 @@ impl Conditions<'_> {
         self.list.retain(|c| c.type_ != type_);
     }
 
-    /// Keeps every condition as it is, for the current generation.
+    /// Marks every condition as computed for the generation being answered.
     fn claim_all(&mut self) {
         for c in &mut self.list {
             c.observed_generation = self.generation;
@@ -567,11 +650,17 @@ mod tests {
         }
     }
 
-    fn observed(outcome: Outcome, instance: Option<Instance>) -> Observation {
+    /// An observation made for the resource's current generation.
+    fn observed(
+        r: &CompShareInstance,
+        outcome: Outcome,
+        instance: Option<Instance>,
+    ) -> Observation {
         Observation {
             instance: instance.map(Arc::new),
             outcome,
             refresh: None,
+            generation: r.metadata.generation.unwrap(),
         }
     }
 
@@ -594,6 +683,12 @@ mod tests {
         r.status = Some(compute(r, situation, now));
     }
 
+    /// Observes `instance` in `state` for the resource's current generation.
+    fn see(r: &mut CompShareInstance, state: &str, now: i64) {
+        let o = observed(r, Outcome::Found, Some(instance(state)));
+        step(r, Situation::Watched(Some(&o)), now);
+    }
+
     fn absent(r: &CompShareInstance, type_: &str) -> bool {
         condition(r.status.as_ref(), type_).is_none()
     }
@@ -607,6 +702,27 @@ mod tests {
         )
     }
 
+    fn types(r: &CompShareInstance) -> Vec<&str> {
+        r.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect()
+    }
+
+    fn observed_generation(r: &CompShareInstance) -> Option<i64> {
+        let s = r.status.as_ref().unwrap();
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == s.observed_generation),
+            "every condition answers the status's generation: {s:?}"
+        );
+        s.observed_generation
+    }
+
     fn api(code: i64, message: &str) -> CallError {
         CallError::Api {
             code,
@@ -614,41 +730,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_new_resource_is_unknown_and_in_progress_until_observed() {
-        let mut r = resource(1);
-        step(&mut r, Situation::Watched(None), 100);
-        assert_eq!(cond(&r, READY), (UNKNOWN, AWAITING, 100));
-        assert_eq!(cond(&r, SYNCED), (UNKNOWN, AWAITING, 100));
-        assert_eq!(cond(&r, RECONCILING), (TRUE, AWAITING, 100));
-        assert!(absent(&r, STALLED) && absent(&r, PAUSED));
-        let types: Vec<&str> = r
-            .status
-            .as_ref()
-            .unwrap()
-            .conditions
-            .iter()
-            .map(|c| c.type_.as_str())
-            .collect();
-        assert_eq!(types, [READY, SYNCED, RECONCILING]);
+    /// What the apiserver gives a new resource: the CRD's status default.
+    fn created(generation: i64) -> CompShareInstance {
+        let mut r = resource(generation);
+        r.status = Some(crate::resource::initial_status());
+        r
     }
 
     #[test]
-    fn a_running_instance_is_ready_with_its_facts() {
-        let mut r = resource(3);
-        step(&mut r, Situation::Watched(None), 100);
-        let o = observed(Outcome::Found, Some(instance("Running")));
-        step(&mut r, Situation::Watched(Some(&o)), 101);
-        assert_eq!(cond(&r, READY), (TRUE, "Running", 101));
-        assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 101));
-        assert!(absent(&r, RECONCILING) && absent(&r, STALLED) && absent(&r, PAUSED));
-        let s = r.status.as_ref().unwrap();
-        assert_eq!(s.observed_generation, Some(3));
-        assert!(
-            s.conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(3))
+    fn a_new_resource_keeps_the_defaulted_status_until_its_first_observation() {
+        let r = created(1);
+        // Nothing observed: exactly what the apiserver defaulted, so nothing is written.
+        assert_eq!(
+            compute(&r, Situation::Watched(None), 100),
+            crate::resource::initial_status()
         );
+        assert_eq!(r.status.as_ref().unwrap().observed_generation, Some(0));
+        assert!(r.status.as_ref().unwrap().conditions.is_empty());
+    }
+
+    #[test]
+    fn a_running_instance_is_ready_and_running_with_its_facts() {
+        let mut r = created(3);
+        see(&mut r, "Running", 101);
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 101));
+        assert_eq!(cond(&r, RUNNING), (TRUE, "Running", 101));
+        assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 101));
+        assert_eq!(types(&r), [READY, RUNNING, SYNCED]);
+        assert_eq!(observed_generation(&r), Some(3));
+        let s = r.status.as_ref().unwrap();
         assert_eq!(s.state.as_deref(), Some("Running"));
         assert_eq!(s.public_ip.as_deref(), Some("117.50.1.2"));
         assert_eq!(
@@ -682,9 +792,18 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_instance_is_settled_ready_and_not_running() {
+        let mut r = created(1);
+        see(&mut r, "Stopped", 100);
+        assert_eq!(cond(&r, READY), (TRUE, "Stopped", 100));
+        assert_eq!(cond(&r, RUNNING), (FALSE, "Stopped", 100));
+        assert!(absent(&r, RECONCILING) && absent(&r, STALLED));
+    }
+
+    #[test]
     fn the_same_observation_later_gives_an_identical_status() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Running")));
+        let mut r = created(1);
+        let o = observed(&r, Outcome::Found, Some(instance("Running")));
         step(&mut r, Situation::Watched(Some(&o)), 100);
         let first = r.status.clone().unwrap();
         assert_eq!(compute(&r, Situation::Watched(Some(&o)), 5000), first);
@@ -693,56 +812,63 @@ mod tests {
     }
 
     #[test]
-    fn a_state_change_moves_only_the_conditions_that_changed() {
-        let mut r = resource(1);
-        let running = observed(Outcome::Found, Some(instance("Running")));
-        step(&mut r, Situation::Watched(Some(&running)), 100);
-        let stopping = observed(Outcome::Found, Some(instance("Stopping")));
-        step(&mut r, Situation::Watched(Some(&stopping)), 200);
+    fn moving_is_in_progress_and_settling_is_ready_again() {
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
+        see(&mut r, "Stopping", 200);
         assert_eq!(cond(&r, READY), (FALSE, "Stopping", 200));
+        assert_eq!(cond(&r, RUNNING), (FALSE, "Stopping", 200));
         assert_eq!(cond(&r, RECONCILING), (TRUE, "Stopping", 200));
         assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 100));
-        let stopped = observed(Outcome::Found, Some(instance("Stopped")));
-        step(&mut r, Situation::Watched(Some(&stopped)), 300);
-        assert_eq!(cond(&r, READY), (FALSE, "Stopped", 200));
+        see(&mut r, "Stopped", 300);
+        assert_eq!(cond(&r, READY), (TRUE, "Stopped", 300));
+        assert_eq!(cond(&r, RUNNING), (FALSE, "Stopped", 200));
         assert!(absent(&r, RECONCILING));
+        for state in TRANSITIONAL_STATES {
+            see(&mut r, state, 400);
+            assert_eq!(cond(&r, READY).0, FALSE, "{state}");
+            assert_eq!(cond(&r, RECONCILING).0, TRUE, "{state}");
+        }
     }
 
     #[test]
-    fn unknown_and_unreadable_states_are_kept_verbatim() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Hibernating 2")));
-        step(&mut r, Situation::Watched(Some(&o)), 100);
+    fn unknown_and_unreadable_states_are_kept_verbatim_and_in_progress() {
+        let mut r = created(1);
+        see(&mut r, "Hibernating 2", 100);
         assert_eq!(
             r.status.as_ref().unwrap().state.as_deref(),
             Some("Hibernating 2")
         );
-        assert_eq!(cond(&r, READY), (FALSE, "Hibernating2", 100));
-        let o = observed(Outcome::Found, Some(instance("")));
-        step(&mut r, Situation::Watched(Some(&o)), 200);
-        assert_eq!(cond(&r, READY), (UNKNOWN, "StateUnknown", 200));
+        assert_eq!(cond(&r, READY), (UNKNOWN, "Hibernating2", 100));
+        assert_eq!(cond(&r, RUNNING), (FALSE, "Hibernating2", 100));
+        assert_eq!(cond(&r, RECONCILING), (TRUE, "Hibernating2", 100));
+        see(&mut r, "", 200);
+        assert_eq!(cond(&r, READY), (UNKNOWN, "StateUnknown", 100));
+        assert_eq!(cond(&r, RUNNING), (UNKNOWN, "StateUnknown", 200));
+        assert_eq!(cond(&r, RECONCILING), (TRUE, "StateUnknown", 100));
         assert_eq!(state_reason("9lives"), "State9lives");
     }
 
     #[test]
     fn install_failure_stalls() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Install Fail")));
-        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let mut r = created(1);
+        see(&mut r, "Install Fail", 100);
         assert_eq!(cond(&r, STALLED), (TRUE, "InstallFailed", 100));
         assert_eq!(cond(&r, READY), (FALSE, "InstallFailed", 100));
+        assert_eq!(cond(&r, RUNNING), (FALSE, "InstallFail", 100));
         assert_eq!(cond(&r, SYNCED).0, TRUE);
+        assert!(absent(&r, RECONCILING));
     }
 
     #[test]
     fn a_vanished_instance_stalls_and_keeps_what_was_known() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Running")));
-        step(&mut r, Situation::Watched(Some(&o)), 100);
-        let gone = observed(Outcome::NotFound, Some(instance("Running")));
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
+        let gone = observed(&r, Outcome::NotFound, Some(instance("Running")));
         step(&mut r, Situation::Watched(Some(&gone)), 200);
         assert_eq!(cond(&r, STALLED), (TRUE, "NotFound", 200));
         assert_eq!(cond(&r, READY), (FALSE, "NotFound", 200));
+        assert_eq!(cond(&r, RUNNING), (FALSE, "NotFound", 200));
         let s = r.status.as_ref().unwrap();
         assert_eq!(s.public_ip.as_deref(), Some("117.50.1.2"));
         assert_eq!(s.addresses.len(), 2);
@@ -751,11 +877,11 @@ mod tests {
 
     #[test]
     fn a_transient_failure_shows_the_cloud_code_and_keeps_ready_and_facts() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Running")));
-        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
         let before = r.status.clone().unwrap();
         let failed = observed(
+            &r,
             Outcome::Failed(api(153, "Request too frequent")),
             Some(instance("Running")),
         );
@@ -767,18 +893,19 @@ mod tests {
             "DescribeCompShareInstance failed: RetCode 153: Request too frequent"
         );
         assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
+        assert_eq!(cond(&r, RUNNING), (TRUE, "Running", 100));
         assert!(absent(&r, STALLED));
         let after = r.status.as_ref().unwrap();
         assert_eq!(after.addresses, before.addresses);
         assert_eq!(after.ssh, before.ssh);
         // Recovery flips Synced back, nothing else moves.
-        step(&mut r, Situation::Watched(Some(&o)), 300);
+        see(&mut r, "Running", 300);
         assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 300));
         assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
     }
 
     #[test]
-    fn transport_level_failures_have_their_own_reasons() {
+    fn a_transient_failure_before_the_first_observation_is_in_progress() {
         for (error, reason) in [
             (
                 CallError::Timeout(std::time::Duration::from_secs(10)),
@@ -794,23 +921,61 @@ mod tests {
             ),
             (CallError::Http { status: 503 }, "HTTPError"),
             (api(150, "service unavailable"), "CloudError"),
+            (api(153, "Request too frequent"), "Throttled"),
         ] {
-            let mut r = resource(1);
-            let o = observed(Outcome::Failed(error), None);
-            step(&mut r, Situation::Watched(None), 100);
+            let mut r = created(1);
+            let o = observed(&r, Outcome::Failed(error), None);
             step(&mut r, Situation::Watched(Some(&o)), 200);
             assert_eq!(cond(&r, SYNCED), (FALSE, reason, 200));
-            assert_eq!(cond(&r, READY).0, UNKNOWN);
+            assert_eq!(cond(&r, READY), (UNKNOWN, reason, 200));
+            assert_eq!(cond(&r, RUNNING), (UNKNOWN, reason, 200));
+            assert_eq!(cond(&r, RECONCILING), (TRUE, AWAITING, 200));
+            assert_eq!(observed_generation(&r), Some(1));
         }
     }
 
     #[test]
+    fn a_spec_edit_is_answered_only_by_an_observation_made_for_it() {
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
+        let before = r.status.clone();
+        r.metadata.generation = Some(2);
+        // The observation made for generation 1 does not answer generation 2: nothing changes,
+        // and every tool keeps reading the resource as in progress.
+        let stale = Observation {
+            generation: 1,
+            ..observed(&r, Outcome::Found, Some(instance("Running")))
+        };
+        assert_eq!(
+            compute(&r, Situation::Watched(Some(&stale)), 200),
+            before.clone().unwrap()
+        );
+        assert_eq!(compute(&r, Situation::Watched(None), 200), before.unwrap());
+        // Neither does a failed call made for it.
+        let failed = observed(&r, Outcome::Failed(api(153, "slow down")), None);
+        step(&mut r, Situation::Watched(Some(&failed)), 300);
+        assert_eq!(observed_generation(&r), Some(1));
+        assert_eq!(cond(&r, SYNCED), (FALSE, "Throttled", 300));
+        // An observation made for it does.
+        see(&mut r, "Running", 400);
+        assert_eq!(observed_generation(&r), Some(2));
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
+    }
+
+    #[test]
     fn rejected_credentials_stall_with_the_cloud_message() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Failed(api(171, "Signature VerifyAC Error")), None);
+        let mut r = created(1);
+        let o = observed(
+            &r,
+            Outcome::Failed(api(171, "Signature VerifyAC Error")),
+            None,
+        );
         step(&mut r, Situation::Watched(Some(&o)), 100);
         assert_eq!(cond(&r, SYNCED), (FALSE, "CredentialsRejected", 100));
         assert_eq!(cond(&r, STALLED), (TRUE, "CredentialsRejected", 100));
+        assert_eq!(cond(&r, READY), (FALSE, "CredentialsRejected", 100));
+        assert_eq!(cond(&r, RUNNING), (UNKNOWN, "CredentialsRejected", 100));
+        assert_eq!(observed_generation(&r), Some(1));
         let message = &condition(r.status.as_ref(), STALLED).unwrap().message;
         assert!(
             message.contains("RetCode 171: Signature VerifyAC Error"),
@@ -820,7 +985,7 @@ mod tests {
 
     #[test]
     fn unusable_credentials_stall_before_any_call() {
-        let mut r = resource(1);
+        let mut r = created(2);
         let problem = Problem {
             reason: "CredentialsMissing",
             message: "Secret team/keys not found".into(),
@@ -829,29 +994,31 @@ mod tests {
         assert_eq!(cond(&r, STALLED), (TRUE, "CredentialsMissing", 100));
         assert_eq!(cond(&r, SYNCED), (FALSE, "CredentialsMissing", 100));
         assert_eq!(cond(&r, READY), (FALSE, "CredentialsMissing", 100));
+        assert_eq!(observed_generation(&r), Some(2));
     }
 
     #[test]
     fn pausing_keeps_what_is_known() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Running")));
-        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
         step(&mut r, Situation::Paused, 200);
         assert_eq!(cond(&r, PAUSED), (TRUE, "PausedByAnnotation", 200));
         assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
         assert_eq!(cond(&r, SYNCED), (TRUE, "Observed", 100));
         step(&mut r, Situation::Watched(None), 300);
         assert!(absent(&r, PAUSED));
+        assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
 
-        let mut fresh = resource(1);
+        let mut fresh = created(1);
         step(&mut fresh, Situation::Paused, 100);
-        assert_eq!(cond(&fresh, READY).0, UNKNOWN);
+        assert_eq!(cond(&fresh, READY), (UNKNOWN, "Paused", 100));
+        assert_eq!(observed_generation(&fresh), Some(1));
     }
 
     #[test]
     fn a_handled_refresh_is_recorded() {
-        let mut r = resource(1);
-        let mut o = observed(Outcome::Found, Some(instance("Running")));
+        let mut r = created(1);
+        let mut o = observed(&r, Outcome::Found, Some(instance("Running")));
         o.refresh = Some("2026-11-26T10:00:00Z".into());
         step(&mut r, Situation::Watched(Some(&o)), 100);
         assert_eq!(
@@ -861,27 +1028,11 @@ mod tests {
     }
 
     #[test]
-    fn a_new_generation_is_claimed_by_every_condition() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Running")));
-        step(&mut r, Situation::Watched(Some(&o)), 100);
-        r.metadata.generation = Some(2);
-        step(&mut r, Situation::Watched(None), 200);
-        let s = r.status.as_ref().unwrap();
-        assert_eq!(s.observed_generation, Some(2));
-        assert!(
-            s.conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(2))
-        );
-        assert_eq!(cond(&r, READY), (TRUE, "Running", 100));
-    }
-
-    #[test]
     fn zone_mismatch_stalls() {
-        let mut r = resource(1);
+        let mut r = created(1);
         r.spec.zone = Some("cn-wlcb-02".into());
         let o = observed(
+            &r,
             Outcome::ZoneMismatch {
                 actual: "cn-wlcb-01".into(),
             },
@@ -893,8 +1044,8 @@ mod tests {
 
     #[test]
     fn a_connection_secret_conflict_stalls_without_hiding_other_problems() {
-        let r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Running")));
+        let r = created(1);
+        let o = observed(&r, Outcome::Found, Some(instance("Running")));
         let conflict = Problem {
             reason: "ConnectionSecretConflict",
             message: "Secret team/ssh exists and is not owned by this resource".into(),
@@ -919,20 +1070,19 @@ mod tests {
 
     #[test]
     fn the_password_never_reaches_status() {
-        let mut r = resource(1);
-        let o = observed(Outcome::Found, Some(instance("Running")));
-        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
         let json = serde_json::to_string(&r.status).unwrap();
         assert!(!json.contains("c2VjcmV0LXB3") && !json.contains("secret-pw"));
     }
 
     #[test]
     fn container_instances_without_addresses_are_reached_by_ssh() {
-        let mut r = resource(1);
+        let mut r = created(1);
         let mut i = instance("Running");
         i.ip_set.clear();
         i.ssh_login_command = "ssh -p 23 root@gw.example.com".into();
-        let o = observed(Outcome::Found, Some(i));
+        let o = observed(&r, Outcome::Found, Some(i));
         step(&mut r, Situation::Watched(Some(&o)), 100);
         let s = r.status.as_ref().unwrap();
         assert!(s.addresses.is_empty() && s.public_ip.is_none());

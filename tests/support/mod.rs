@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 /// The key pair of the account every test fixture holds.
@@ -387,11 +387,39 @@ pub fn state(o: &CompShareInstance) -> Option<&str> {
     o.status.as_ref()?.state.as_deref()
 }
 
+/// Writes (POST, PUT, PATCH, APPLY, DELETE) the apiserver has served so far for `resource` (and
+/// `subresource`, or the resource itself), by its own `apiserver_request_total`: the count the
+/// operator's metrics cannot fake. (A server-side apply is counted as verb APPLY, not PATCH.)
+pub async fn apiserver_writes(
+    client: &kube::Client,
+    resource: &str,
+    subresource: Option<&str>,
+) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = client
+        .request_text(request)
+        .await
+        .expect("apiserver metrics");
+    let resource = format!("resource=\"{resource}\"");
+    let subresource = format!("subresource=\"{}\"", subresource.unwrap_or(""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&resource) && l.contains(&subresource))
+        .filter(|l| {
+            ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
+                .iter()
+                .any(|verb| l.contains(&format!("verb=\"{verb}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// Applies the CRD and waits until the apiserver serves it.
 pub async fn install_crd(control_plane: &ControlPlane) {
     let client = control_plane.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = CompShareInstance::crd();
+    let crd = compshare_operator::resource::crd();
     let name = crd.name_any();
     crds.patch(
         &name,
