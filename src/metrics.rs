@@ -40,6 +40,12 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    /// `immediate`, `deferred` or `merged`.
+    pub handling: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackoffLabels {
     /// `throttled` or `transient`.
     pub reason: &'static str,
@@ -58,6 +64,8 @@ pub struct Metrics {
     pub cloud_backoff_seconds: Histogram,
     pub budget_wait_seconds: Histogram,
     pub kube_writes: Family<WriteLabels, Counter>,
+    pub kube_write_refusals: Family<WriteLabels, Counter>,
+    pub refreshes: Family<RefreshLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -141,6 +149,18 @@ impl Metrics {
             "Writes to the Kubernetes API, by kind (status, event, secret)",
             kube_writes.clone(),
         );
+        let kube_write_refusals = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "kube_write_refusals",
+            "Writes the Kubernetes API refused (admission, validation, size), by kind; each is retried every 10 s and shown in the resource's Stalled condition",
+            kube_write_refusals.clone(),
+        );
+        let refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "refresh_requests",
+            "Refresh requests (the refresh-requested-at annotation), by how they were handled: immediate, deferred (one per resource per 10 s), merged (into a waiting one, or into the next regular poll beyond the namespace's share of the account's budget)",
+            refreshes.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -160,6 +180,8 @@ impl Metrics {
             cloud_backoff_seconds,
             budget_wait_seconds,
             kube_writes,
+            kube_write_refusals,
+            refreshes,
             leader,
         }
     }

@@ -360,7 +360,7 @@ async fn a_refused_status_write_is_retried_calmly_and_a_deleted_resource_is_let_
     )
     .await;
     bed.credentials("keys").await;
-    // An admission policy refuses every status write to one resource.
+    // An admission policy refuses every status of one resource that carries observed facts.
     let policy = format!("refuse-{}", bed.namespace);
     let manifest = json!({
         "apiVersion": "v1", "kind": "List", "items": [
@@ -373,7 +373,7 @@ async fn a_refused_status_write_is_retried_calmly_and_a_deleted_resource_is_let_
                         "apiGroups": ["compshare.ucloud.cn"], "apiVersions": ["v1alpha1"],
                         "operations": ["UPDATE"], "resources": ["compshareinstances/status"],
                     }]},
-                    "validations": [{"expression": "object.metadata.name != 'refused'", "message": "status writes to this resource are refused"}],
+                    "validations": [{"expression": "object.metadata.name != 'refused' || !has(object.status.state)", "message": "status writes to this resource are refused"}],
                 },
             },
             {
@@ -398,7 +398,15 @@ async fn a_refused_status_write_is_retried_calmly_and_a_deleted_resource_is_let_
     bed.wait_for("fine", "synced", Duration::from_secs(30), is_synced)
         .await;
 
-    // The refusal is retried every ~10 s, not in a loop.
+    // The refusal is said in Stalled (which the policy lets through, carrying no facts), counted,
+    // and retried every ~10 s, not in a loop.
+    let refused = bed
+        .wait_for("refused", "stalled", Duration::from_secs(30), |o| {
+            condition(o, "Stalled") == Some(("True", "StatusWriteRefused"))
+        })
+        .await;
+    assert!(message(&refused, "Stalled").contains("status writes to this resource are refused"));
+    assert_eq!(refused.status.as_ref().unwrap().state, None);
     let start = operator.failed_reconciles().await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let retries = operator.failed_reconciles().await - start;
@@ -406,17 +414,22 @@ async fn a_refused_status_write_is_retried_calmly_and_a_deleted_resource_is_let_
         (2.0..=5.0).contains(&retries),
         "{retries} failed reconciliations in 30 s"
     );
-    assert!(bed.get("refused").await.status.is_none());
+    let refusals = operator
+        .metric("compshare_kube_write_refusals_total{kind=\"status\"}")
+        .await;
+    assert!(refusals >= retries, "{refusals} refusals counted");
     assert!(
         operator
             .logs()
             .contains("status writes to this resource are refused")
     );
 
-    // Once writes are allowed again, the status arrives.
+    // Once writes are allowed again, the status arrives and the refusal is gone.
     bed.kubectl(&["delete", "-f", file.to_str().unwrap()]);
-    bed.wait_for("refused", "synced", Duration::from_secs(30), is_synced)
+    let arrived = bed
+        .wait_for("refused", "synced", Duration::from_secs(30), is_synced)
         .await;
+    assert_eq!(condition(&arrived, "Stalled"), None);
 
     // A resource deleted while its change is being handled causes no error loop.
     bed.create("doomed", spec("uhost-c")).await;

@@ -26,11 +26,18 @@ struct Harness {
 
 impl Harness {
     async fn start(instances: usize) -> Harness {
+        Harness::with_instances(
+            (0..instances)
+                .map(|i| json!({"UHostId": id(i), "Region": "cn-wlcb", "Zone": "cn-wlcb-01", "State": "Running"}))
+                .collect(),
+        )
+        .await
+    }
+
+    async fn with_instances(instances: Vec<Value>) -> Harness {
         let fixture = json!({
             "accounts": [{"publicKey": PUBLIC_KEY, "privateKey": PRIVATE_KEY}],
-            "instances": (0..instances)
-                .map(|i| json!({"UHostId": id(i), "Region": "cn-wlcb", "Zone": "cn-wlcb-01", "State": "Running"}))
-                .collect::<Vec<_>>(),
+            "instances": instances,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let simulator =
@@ -67,18 +74,34 @@ impl Harness {
     }
 
     fn watch(&self, i: usize, private_key: &str) -> ResourceKey {
+        self.watch_as(
+            &format!("r{i}"),
+            &id(i),
+            private_key,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Watches `uhost_id` as resource `ns/name`.
+    fn watch_as(
+        &self,
+        name: &str,
+        uhost_id: &str,
+        private_key: &str,
+        interval: Duration,
+    ) -> ResourceKey {
         let key = ResourceKey {
             namespace: "ns".into(),
-            name: format!("r{i}"),
+            name: name.into(),
         };
         self.poller.watch(Target {
             key: key.clone(),
             credentials: Credentials::new(PUBLIC_KEY, private_key),
             region: "cn-wlcb".into(),
             project_id: None,
-            uhost_id: id(i),
+            uhost_id: uhost_id.into(),
             zone: None,
-            interval: Duration::from_secs(60),
+            interval,
             generation: 1,
         });
         key
@@ -125,6 +148,11 @@ impl Harness {
         counters["byAction"]["DescribeCompShareInstance"]["total"]
             .as_u64()
             .unwrap_or(0)
+    }
+
+    async fn ids_requested(&self) -> u64 {
+        let counters = self.admin(reqwest::Method::GET, "counters", None).await;
+        counters["idsRequested"].as_u64().unwrap_or(0)
     }
 }
 
@@ -258,4 +286,74 @@ async fn a_stopped_poller_forgets_everything_and_observes_nothing_more() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(h.calls().await, 1);
     assert!(h.poller.observation(&second).is_none());
+}
+
+#[tokio::test]
+async fn resources_naming_one_machine_ask_for_it_once_per_interval() {
+    let mut h = Harness::start(1).await;
+    let interval = Duration::from_secs(2);
+    let keys: Vec<ResourceKey> = (0..300)
+        .map(|n| h.watch_as(&format!("same-{n}"), &id(0), PRIVATE_KEY, interval))
+        .collect();
+    for key in &keys {
+        h.until(key, |o| o.outcome == Outcome::Found).await;
+    }
+    h.admin(reqwest::Method::POST, "counters/reset", None).await;
+    tokio::time::sleep(interval * 3).await;
+    let (calls, ids) = (h.calls().await, h.ids_requested().await);
+    // One id in one call per interval: 3 (at most one more at the window's edge), where a
+    // schedule by resource made 9 calls asking for the id 300 times each interval.
+    assert!((2..=4).contains(&calls), "{calls} calls");
+    assert_eq!(ids, calls, "one id per call");
+}
+
+#[tokio::test]
+async fn a_refresh_storm_on_one_resource_costs_one_call_per_spacing_and_the_last_value_wins() {
+    let mut h = Harness::start(1).await;
+    let key = h.watch(0, PRIVATE_KEY);
+    h.until(&key, |o| o.outcome == Outcome::Found).await;
+    h.admin(reqwest::Method::POST, "counters/reset", None).await;
+    let start = Instant::now();
+    for n in 0..200 {
+        h.poller.refresh(&key, &format!("storm-{n}"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The first went out at once; the rest merged into one more, 10 s after the first.
+    let last = h
+        .until(&key, |o| o.refresh.as_deref() == Some("storm-199"))
+        .await;
+    assert_eq!(last.outcome, Outcome::Found);
+    assert!(
+        start.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(h.calls().await, 2);
+}
+
+#[tokio::test]
+async fn an_element_that_cannot_be_read_marks_only_its_own_resource() {
+    let odd_software = json!({"UHostId": id(0), "Region": "cn-wlcb", "State": "Running", "Softwares": ["JupyterLab"]});
+    let odd_state = json!({"UHostId": id(1), "Region": "cn-wlcb", "State": {"Code": 1}});
+    let fine = json!({"UHostId": id(2), "Region": "cn-wlcb", "State": "Stopped"});
+    let mut h = Harness::with_instances(vec![odd_software, odd_state, fine]).await;
+    let keys: Vec<ResourceKey> = (0..3).map(|i| h.watch(i, PRIVATE_KEY)).collect();
+    let o = h.until(&keys[0], |o| o.outcome == Outcome::Found).await;
+    let instance = o.instance.as_ref().unwrap();
+    assert_eq!(instance.dropped_fields, ["Softwares"]);
+    assert_eq!(instance.state, "Running");
+    let o = h
+        .until(&keys[1], |o| matches!(o.outcome, Outcome::Failed(_)))
+        .await;
+    let Outcome::Failed(CallError::Malformed(problem)) = &o.outcome else {
+        panic!("{:?}", o.outcome);
+    };
+    assert!(
+        problem.contains(&id(1)) && problem.contains("State"),
+        "{problem}"
+    );
+    let o = h.until(&keys[2], |o| o.outcome == Outcome::Found).await;
+    assert_eq!(o.instance.as_ref().unwrap().state, "Stopped");
+    // One call served all three, and nothing backs off: the group is healthy.
+    assert_eq!(h.calls().await, 1);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use compshare_operator::compshare::client::REQUEST_ID_HEADER;
 use compshare_operator::compshare::signing::{self, Params};
 use compshare_operator::compshare::{
-    CallError, Client, ClientConfig, Credentials, DescribeRequest, DescribeResponse,
+    CallError, Client, ClientConfig, Credentials, DescribeRequest, DescribeResponse, Disposition,
 };
 use compshare_operator::simulator::{Fixture, Simulator, SimulatorHandle};
 use serde_json::{Value, json};
@@ -786,4 +786,55 @@ async fn the_official_python_sdk_sees_what_the_client_sees() {
     assert_eq!(rejected["error"]["type"], "RetCodeException");
     assert_eq!(rejected["error"]["code"], 171);
     assert_eq!(rejected["error"]["message"], "Signature VerifyAC Error");
+}
+
+#[tokio::test]
+async fn a_redirect_is_reported_as_one_naming_its_location_not_as_rejected_keys() {
+    let h = Harness::start(fixture(1)).await;
+    h.inject(json!({"kind": "redirect", "status": 301, "location": "https://elsewhere.example/"}))
+        .await;
+    let error = h.describe(wlcb()).await.unwrap_err();
+    assert_eq!(
+        error,
+        CallError::Redirect {
+            status: 301,
+            location: "https://elsewhere.example/".into()
+        }
+    );
+    assert_eq!(error.disposition(), Disposition::InvalidRequest);
+    assert!(error.to_string().contains("--endpoint"), "{error}");
+}
+
+#[tokio::test]
+async fn an_html_answer_says_what_came_back() {
+    let h = Harness::start(fixture(1)).await;
+    h.inject(json!({"kind": "html", "count": 1})).await;
+    let Err(CallError::Malformed(message)) = h.describe(wlcb()).await else {
+        panic!("an HTML answer is malformed");
+    };
+    assert!(message.contains("not JSON"), "{message}");
+    assert!(message.contains("text/html"), "{message}");
+    assert!(message.contains("<!DOCTYPE html>"), "{message}");
+    // A JSON answer cut short shows no bytes of its own (it could hold a password).
+    h.inject(json!({"kind": "malformed", "count": 1})).await;
+    let Err(CallError::Malformed(message)) = h.describe(wlcb()).await else {
+        panic!("a cut answer is malformed");
+    };
+    assert!(!message.contains("UHostId"), "{message}");
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused_without_reading_it_whole() {
+    let h = Harness::start(fixture(1)).await;
+    // 64 MiB, streamed: the client stops after its cap (4 MiB).
+    h.inject(json!({"kind": "oversized", "bytes": 64u64 << 20, "count": 1}))
+        .await;
+    let started = std::time::Instant::now();
+    let Err(CallError::Malformed(message)) = h.describe(wlcb()).await else {
+        panic!("an oversized answer is refused");
+    };
+    assert!(message.contains("larger than 4 MiB"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The next, normal answer is read as usual.
+    assert_eq!(h.describe(wlcb()).await.unwrap().u_host_set.len(), 1);
 }

@@ -1,5 +1,7 @@
-//! Any bytes as a `DescribeCompShareInstance` answer: parsing never panics, and every instance it
-//! yields maps to a status (facts, addresses, SSH, GPU, times) without panicking either.
+//! Any bytes as a `DescribeCompShareInstance` answer: parsing never panics; each element is read
+//! on its own (an element that cannot be read is set aside with a reason, a field of an odd shape
+//! is left out and named); and every instance it yields maps to a bounded status (facts,
+//! addresses, SSH, GPU, times) without panicking either.
 #![no_main]
 
 use std::sync::Arc;
@@ -29,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         },
     );
     let now = Time(jiff::Timestamp::UNIX_EPOCH);
+    for unreadable in &answer.unreadable {
+        assert!(!unreadable.problem.is_empty(), "an unreadable element says why");
+    }
     for instance in answer.u_host_set {
+        assert!(!instance.u_host_id.is_empty(), "a read element has its id");
         let observation = Observation {
             instance: Some(Arc::new(instance)),
             outcome: Outcome::Found,
@@ -43,7 +49,8 @@ fuzz_target!(|data: &[u8]| {
             connection_secret: None,
             now: &now,
         });
-        // A status must always be serializable for the apiserver.
-        serde_json::to_string(&status).expect("a status serializes");
+        // A status must always be serializable for the apiserver, and never too large to store.
+        let json = serde_json::to_string(&status).expect("a status serializes");
+        assert!(json.len() < 256 << 10, "a status of {} bytes", json.len());
     }
 });

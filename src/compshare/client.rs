@@ -3,11 +3,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::error::CallError;
+use super::lenient;
 use super::model::DescribeResponse;
 use super::signing::{self, Params};
 
@@ -111,6 +111,10 @@ impl Client {
             .user_agent(concat!("compshare-operator/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
             .https_only(!config.allow_insecure_http)
+            // A followed redirect would arrive as a GET without the signed form, and the
+            // gateway's answer ("Missing Signature") would look like a key problem. A redirect
+            // means the endpoint is wrong: it is reported as such (`CallError::Redirect`).
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Client {
             http,
@@ -166,7 +170,8 @@ impl Client {
             .unwrap_or_default()
             .as_millis();
         let mut request_id = String::new();
-        let outcome = async {
+        // The bound covers sending, reading the (capped) body and parsing it.
+        let exchange = async {
             let response = self
                 .http
                 .post(&self.endpoint)
@@ -183,8 +188,10 @@ impl Client {
                 .unwrap_or("")
                 .to_owned();
             read_answer(response, self).await
-        }
-        .await;
+        };
+        let outcome = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(CallError::Timeout(self.timeout)));
         if let Err(error) = &outcome {
             tracing::warn!(action, %error, request_id, "CompShare API call failed");
         }
@@ -200,45 +207,110 @@ impl Client {
     }
 }
 
+/// The most of an answer that is read. A page of 100 instances is about 300 KiB; anything near
+/// this is not an answer, and reading it whole could exhaust the operator's memory.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
 async fn read_answer<T: DeserializeOwned>(
-    response: reqwest::Response,
+    mut response: reqwest::Response,
     client: &Client,
 ) -> Result<T, CallError> {
     let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        return Err(CallError::Redirect {
+            status: status.as_u16(),
+            location,
+        });
+    }
     if status.is_client_error() || status.is_server_error() {
         return Err(CallError::Http {
             status: status.as_u16(),
         });
     }
-    let body = response
-        .bytes()
+    let too_large = || {
+        CallError::Malformed(format!(
+            "the answer is larger than {} MiB, far more than any page of instances; it was not read",
+            MAX_ANSWER_BYTES >> 20
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| client.transport_error(e))?;
-    parse_envelope(&body)
+        .map_err(|e| client.transport_error(e))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_envelope(&body).map_err(|error| describe_non_json(error, &body, &content_type))
+}
+
+/// "expected value at line 1 column 1" says nothing to a person: when the body is not JSON at
+/// all (an HTML error page from a proxy, say), the error says what came back instead. Only then
+/// are its first bytes shown: a JSON answer cut short could carry a password further on.
+fn describe_non_json(error: CallError, body: &[u8], content_type: &str) -> CallError {
+    let starts_like_json = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    match error {
+        CallError::Malformed(_) if !starts_like_json => {
+            let start: String = String::from_utf8_lossy(&body[..body.len().min(60)])
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            CallError::Malformed(format!(
+                "the answer is not JSON ({} bytes, content type {:?}, starting {:?})",
+                body.len(),
+                content_type,
+                start.trim()
+            ))
+        }
+        other => other,
+    }
 }
 
 /// Reads the JSON envelope: `RetCode` 0 (number or string) yields the body, anything else an error.
 pub fn parse_envelope<T: DeserializeOwned>(body: &[u8]) -> Result<T, CallError> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Envelope {
-        #[serde(default, deserialize_with = "super::lenient::ret_code")]
-        ret_code: Option<i64>,
-        #[serde(default, deserialize_with = "super::lenient::string")]
-        message: String,
-    }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| CallError::Malformed(e.to_string()))?;
-    let envelope =
-        Envelope::deserialize(&value).map_err(|e| CallError::Malformed(e.to_string()))?;
-    match envelope.ret_code {
-        Some(0) => serde_json::from_value(value).map_err(|e| CallError::Malformed(e.to_string())),
-        Some(code) => Err(CallError::Api {
-            code,
-            message: envelope.message,
-        }),
-        None => Err(CallError::Malformed("no RetCode in the answer".to_owned())),
+    let field = |name: &str| value.get(name).filter(|v| !v.is_null());
+    let ret_code = match field("RetCode") {
+        None => return Err(CallError::Malformed("no RetCode in the answer".to_owned())),
+        Some(code) => lenient::int(code)
+            .flatten()
+            .ok_or_else(|| CallError::Malformed(format!("RetCode {code} is not a number")))?,
+    };
+    if ret_code != 0 {
+        return Err(CallError::Api {
+            code: ret_code,
+            message: field("Message")
+                .and_then(lenient::string)
+                .map(String::from)
+                .unwrap_or_default(),
+        });
     }
+    serde_json::from_value(value).map_err(|e| CallError::Malformed(e.to_string()))
 }
 
 /// reqwest's top-level message is generic ("error sending request"); the cause says what happened.

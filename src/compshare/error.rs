@@ -11,6 +11,12 @@ pub enum CallError {
     /// The gateway answered with an HTTP error status (the body is not read).
     #[error("HTTP status {status}")]
     Http { status: u16 },
+    /// The endpoint answered with a redirect, which is not followed: a signed request must reach
+    /// the gateway itself.
+    #[error(
+        "HTTP status {status}, a redirect to {location:?}, which is not followed (a signed request must reach the API gateway itself; check the operator's --endpoint)"
+    )]
+    Redirect { status: u16, location: String },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// No HTTP exchange completed: connection refused or reset, TLS failure, DNS.
@@ -29,12 +35,14 @@ pub enum Disposition {
     /// Try again after a backoff: network, timeouts, 5xx, malformed answers, RetCode 110, 130, 150
     /// and ≥ 2000.
     Transient,
-    /// The key pair is wrong or unknown (RetCode 171, 172, 174): a person must fix the credentials.
+    /// The key pair is wrong or unknown (RetCode 171, 172, 174, HTTP 401/403): a person must fix
+    /// the credentials.
     CredentialsRejected,
     /// The account may not do this (project, zone, IP, IAM: RetCode 292–299).
     PermissionDenied,
-    /// The request itself is wrong (missing or invalid parameters, unknown action): retrying the
-    /// same request cannot help.
+    /// The request itself is wrong (missing or invalid parameters, unknown action, a missing
+    /// signature (170: the request did not arrive as sent), a redirect): retrying the same request
+    /// cannot help.
     InvalidRequest,
 }
 
@@ -45,14 +53,14 @@ impl CallError {
                 153 => Disposition::Throttled,
                 110 | 130 | 150 => Disposition::Transient,
                 c if c >= 2000 => Disposition::Transient,
-                170..=174 => Disposition::CredentialsRejected,
+                171..=174 => Disposition::CredentialsRejected,
                 292..=299 => Disposition::PermissionDenied,
                 _ => Disposition::InvalidRequest,
             },
             CallError::Http { status: 429 } => Disposition::Throttled,
             CallError::Http { status } if *status >= 500 => Disposition::Transient,
             CallError::Http { status: 401 | 403 } => Disposition::CredentialsRejected,
-            CallError::Http { .. } => Disposition::InvalidRequest,
+            CallError::Http { .. } | CallError::Redirect { .. } => Disposition::InvalidRequest,
             CallError::Timeout(_) | CallError::Transport(_) | CallError::Malformed(_) => {
                 Disposition::Transient
             }
@@ -72,18 +80,12 @@ impl CallError {
     pub fn code_label(&self) -> String {
         match self {
             CallError::Api { code, .. } => code.to_string(),
-            CallError::Http { status } => format!("http_{status}"),
+            CallError::Http { status } | CallError::Redirect { status, .. } => {
+                format!("http_{status}")
+            }
             CallError::Timeout(_) => "timeout".to_owned(),
             CallError::Transport(_) => "transport".to_owned(),
             CallError::Malformed(_) => "malformed".to_owned(),
-        }
-    }
-
-    /// The RetCode, when the gateway sent one.
-    pub fn ret_code(&self) -> Option<i64> {
-        match self {
-            CallError::Api { code, .. } => Some(*code),
-            _ => None,
         }
     }
 }
@@ -114,6 +116,14 @@ mod tests {
             (CallError::Timeout(Duration::from_secs(1)), Transient),
             (CallError::Transport("reset".into()), Transient),
             (CallError::Malformed("eof".into()), Transient),
+            (api(170), InvalidRequest),
+            (
+                CallError::Redirect {
+                    status: 301,
+                    location: "https://example.com/".into(),
+                },
+                InvalidRequest,
+            ),
             (api(171), CredentialsRejected),
             (api(172), CredentialsRejected),
             (api(174), CredentialsRejected),

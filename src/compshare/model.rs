@@ -1,102 +1,195 @@
 //! The parts of `DescribeCompShareInstance` answers the operator reads.
 //!
-//! Only stable facts are deserialized: volatile fields (`UpdateTime`, `MonitorMessages`, prices)
-//! change without the instance changing, so leaving them out makes "did the instance change?" a plain
+//! Only stable facts are read: volatile fields (`UpdateTime`, `MonitorMessages`, prices) change
+//! without the instance changing, so leaving them out makes "did the instance change?" a plain
 //! equality test and keeps memory small. Text fields are `CompactString`s: the poller keeps one
 //! instance per watched resource, and most of these values (zones, states, GPU models) fit inline
-//! without an allocation. Unknown fields are ignored, and numbers are read leniently
-//! (older answers send some of them as strings).
+//! without an allocation.
+//!
+//! The envelope is strict (`UHostSet` must be a list, `TotalCount` a number), but each element is
+//! read on its own and each of its fields on its own: numbers are read leniently (older answers
+//! send some as strings), unknown fields are ignored, an optional field of an unexpected shape is
+//! left out (and named in [`Instance::dropped_fields`]), and an element that cannot be read at all
+//! is set aside as an [`UnreadableElement`] instead of failing the whole answer, so one odd
+//! instance cannot blind every resource of its account.
 
 use std::net::IpAddr;
 
 use compact_str::CompactString;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
-use super::lenient;
+use super::lenient::{self, Fields};
 
 /// One element of `UHostSet`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default, rename_all = "PascalCase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Instance {
-    #[serde(deserialize_with = "lenient::string")]
     pub u_host_id: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub name: CompactString,
     /// Verbatim: an open set (`Running`, `Install Fail`, `""` when unreadable, and future values).
-    #[serde(deserialize_with = "lenient::string")]
     pub state: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub zone: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub region: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub machine_type: CompactString,
-    #[serde(rename = "CPU", deserialize_with = "lenient::opt_i64")]
     pub cpu: Option<i64>,
     /// MiB (the API says MB; 65536 is a 64 GiB machine).
-    #[serde(deserialize_with = "lenient::opt_i64")]
     pub memory: Option<i64>,
-    #[serde(rename = "GPU", deserialize_with = "lenient::opt_i64")]
     pub gpu: Option<i64>,
-    #[serde(deserialize_with = "lenient::string")]
     pub gpu_type: CompactString,
     pub graphics_memory: Option<GraphicsMemory>,
-    #[serde(deserialize_with = "lenient::string")]
     pub charge_type: CompactString,
     /// Unix seconds.
-    #[serde(deserialize_with = "lenient::opt_i64")]
     pub create_time: Option<i64>,
     /// Unix seconds.
-    #[serde(deserialize_with = "lenient::opt_i64")]
     pub expire_time: Option<i64>,
     /// `Yes` / `No`.
-    #[serde(deserialize_with = "lenient::string")]
     pub is_expire: CompactString,
     /// `Yes` / `No`.
-    #[serde(deserialize_with = "lenient::string")]
     pub auto_renew: CompactString,
-    #[serde(deserialize_with = "lenient::opt_bool")]
     pub is_spot: Option<bool>,
-    #[serde(deserialize_with = "lenient::string")]
     pub comp_share_image_id: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub comp_share_image_name: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub comp_share_image_type: CompactString,
     /// `UHost` or `Container`.
-    #[serde(deserialize_with = "lenient::string")]
     pub instance_type: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub os_name: CompactString,
-    #[serde(deserialize_with = "lenient::string")]
     pub os_type: CompactString,
     /// Base64 in the answer; never shown, logged or put in status.
     pub password: Option<Password>,
-    #[serde(deserialize_with = "lenient::string")]
     pub ssh_login_command: CompactString,
-    #[serde(rename = "IPSet", deserialize_with = "lenient::seq")]
     pub ip_set: Vec<IpInfo>,
-    #[serde(deserialize_with = "lenient::seq")]
     pub softwares: Vec<Software>,
+    /// Fields of this element that had a shape the operator cannot read, left out.
+    pub dropped_fields: Vec<&'static str>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default, rename_all = "PascalCase")]
+/// An element of `UHostSet` that cannot be used: not an object, no readable `UHostId`, or a
+/// `State` that is not text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableElement {
+    /// Its `UHostId`, when that much could be read.
+    pub id: Option<CompactString>,
+    /// What is wrong with it, naming the field.
+    pub problem: String,
+}
+
+impl Instance {
+    /// Reads one element of `UHostSet`.
+    pub fn read(element: &Value) -> Result<Instance, UnreadableElement> {
+        let unreadable = |id: Option<&CompactString>, problem: String| UnreadableElement {
+            id: id.cloned(),
+            problem,
+        };
+        let Some(map) = element.as_object() else {
+            return Err(unreadable(
+                None,
+                format!("an element of UHostSet is {}, not an object", kind(element)),
+            ));
+        };
+        let mut f = Fields::new(map);
+        let id = match f.get("UHostId") {
+            None => {
+                return Err(unreadable(
+                    None,
+                    "an element of UHostSet has no UHostId".into(),
+                ));
+            }
+            Some(v) => match lenient::string(v) {
+                Some(id) if !id.is_empty() => id,
+                _ => {
+                    return Err(unreadable(
+                        None,
+                        format!("an element of UHostSet has a UHostId that is {}", kind(v)),
+                    ));
+                }
+            },
+        };
+        // Absent like the API's "" (the state could not be read); any other shape is not a state.
+        let state = match f.get("State") {
+            None => CompactString::default(),
+            Some(v) => lenient::string(v).ok_or_else(|| {
+                unreadable(
+                    Some(&id),
+                    format!("the answer for {id} has a State that is {}", kind(v)),
+                )
+            })?,
+        };
+        // Read apart from the rest so that the text passes straight into its secret box.
+        let password = match f.get("Password") {
+            None => None,
+            Some(Value::String(base64)) => Some(Password::from(base64.as_str())),
+            Some(_) => {
+                f.dropped.push("Password");
+                None
+            }
+        };
+        let mut instance = Instance {
+            name: f.string("Name"),
+            zone: f.string("Zone"),
+            region: f.string("Region"),
+            machine_type: f.string("MachineType"),
+            cpu: f.int("CPU"),
+            memory: f.int("Memory"),
+            gpu: f.int("GPU"),
+            gpu_type: f.string("GpuType"),
+            graphics_memory: f.object("GraphicsMemory", |g| GraphicsMemory {
+                value: g.float("Value"),
+            }),
+            charge_type: f.string("ChargeType"),
+            create_time: f.int("CreateTime"),
+            expire_time: f.int("ExpireTime"),
+            is_expire: f.string("IsExpire"),
+            auto_renew: f.string("AutoRenew"),
+            is_spot: f.bool("IsSpot"),
+            comp_share_image_id: f.string("CompShareImageId"),
+            comp_share_image_name: f.string("CompShareImageName"),
+            comp_share_image_type: f.string("CompShareImageType"),
+            instance_type: f.string("InstanceType"),
+            os_name: f.string("OsName"),
+            os_type: f.string("OsType"),
+            password,
+            ssh_login_command: f.string("SshLoginCommand"),
+            ip_set: f.list("IPSet", |ip| IpInfo {
+                ip: ip.string("IP"),
+                r#type: ip.string("Type"),
+            }),
+            softwares: f.list("Softwares", |s| Software {
+                name: s.string("Name"),
+                url: s.string("URL"),
+            }),
+            u_host_id: id,
+            state,
+            dropped_fields: Vec::new(),
+        };
+        instance.dropped_fields = f.dropped;
+        Ok(instance)
+    }
+}
+
+/// How a JSON value is shaped, for messages (never its content).
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GraphicsMemory {
     /// GB per card.
-    #[serde(deserialize_with = "lenient::opt_f64")]
     pub value: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "PascalCase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IpInfo {
-    #[serde(rename = "IP", deserialize_with = "lenient::string")]
     pub ip: CompactString,
     /// `Internation` (sic) and `Bgp` are public, `Private` is internal.
-    #[serde(deserialize_with = "lenient::string")]
-    pub r#type: String,
+    pub r#type: CompactString,
 }
 
 /// Whether an address is reachable from outside the cloud's network.
@@ -139,18 +232,14 @@ fn is_shared_address_space(ip: std::net::Ipv4Addr) -> bool {
     a == 100 && (b & 0xc0) == 64
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "PascalCase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Software {
-    #[serde(deserialize_with = "lenient::string")]
     pub name: CompactString,
-    #[serde(rename = "URL", deserialize_with = "lenient::string")]
     pub url: CompactString,
 }
 
 /// The instance's login password as the API sends it (Base64). Its `Debug` output is redacted.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug)]
 pub struct Password(SecretString);
 
 impl Password {
@@ -177,13 +266,47 @@ impl From<&str> for Password {
 }
 
 /// The answer to `DescribeCompShareInstance`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "PascalCase")]
+#[derive(Debug, Default)]
 pub struct DescribeResponse {
-    #[serde(deserialize_with = "lenient::opt_i64")]
     pub total_count: Option<i64>,
-    #[serde(deserialize_with = "lenient::seq")]
+    /// The elements that could be read.
     pub u_host_set: Vec<Instance>,
+    /// The elements that could not.
+    pub unreadable: Vec<UnreadableElement>,
+}
+
+impl DescribeResponse {
+    fn read(answer: &Value) -> Result<Self, String> {
+        let answer = answer
+            .as_object()
+            .ok_or("the answer is not a JSON object")?;
+        let total_count = match answer.get("TotalCount").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => lenient::int(v).ok_or_else(|| format!("TotalCount is {}", kind(v)))?,
+        };
+        let set = match answer.get("UHostSet") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(set)) => set.as_slice(),
+            Some(other) => return Err(format!("UHostSet is {}, not a list", kind(other))),
+        };
+        let mut response = DescribeResponse {
+            total_count,
+            ..DescribeResponse::default()
+        };
+        for element in set {
+            match Instance::read(element) {
+                Ok(instance) => response.u_host_set.push(instance),
+                Err(unreadable) => response.unreadable.push(unreadable),
+            }
+        }
+        Ok(response)
+    }
+}
+
+impl<'de> Deserialize<'de> for DescribeResponse {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        DescribeResponse::read(&Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]
@@ -204,7 +327,8 @@ mod tests {
             "SshLoginCommand": "ssh root@x.x.x.x -p 60022", "IPSet": [], "DiskSet": [],
             "SupportWithoutGpuStart": true
         });
-        let i: Instance = serde_json::from_value(answer).unwrap();
+        let i = Instance::read(&answer).unwrap();
+        assert!(i.dropped_fields.is_empty());
         assert_eq!(i.u_host_id, "uhost-xxxx");
         assert_eq!(i.cpu, Some(16));
         assert_eq!(i.memory, Some(65536));
@@ -217,13 +341,14 @@ mod tests {
 
     #[test]
     fn numbers_as_strings_nulls_and_unknown_fields_are_accepted() {
-        let i: Instance = serde_json::from_value(json!({
+        let i = Instance::read(&json!({
             "UHostId": "uhost-1", "Memory": "32768", "CPU": "8", "GPU": 2.0, "CreateTime": "",
             "IsSpot": "true", "GraphicsMemory": {"Value": "24", "Rate": 1}, "IPSet": null,
             "Softwares": [{"Name": "JupyterLab", "URL": "https://x", "Port": 8888}],
             "MonitorMessages": {"CPU": 3}, "SomethingNew": [1, 2, 3], "Name": null,
         }))
         .unwrap();
+        assert!(i.dropped_fields.is_empty(), "{:?}", i.dropped_fields);
         assert_eq!(i.memory, Some(32768));
         assert_eq!(i.cpu, Some(8));
         assert_eq!(i.gpu, Some(2));
@@ -233,6 +358,102 @@ mod tests {
         assert!(i.ip_set.is_empty());
         assert_eq!(i.name, "");
         assert_eq!(i.softwares[0].name, "JupyterLab");
+    }
+
+    /// Every field the operator reads, with a value of the right shape.
+    fn complete() -> Value {
+        json!({
+            "UHostId": "uhost-1", "Name": "trainer", "State": "Running", "Zone": "cn-wlcb-01",
+            "Region": "cn-wlcb", "MachineType": "G", "CPU": 16, "Memory": 65536, "GPU": 2,
+            "GpuType": "4090", "GraphicsMemory": {"Value": 24}, "ChargeType": "Month",
+            "CreateTime": 1712563200, "ExpireTime": 1715155200, "IsExpire": "No",
+            "AutoRenew": "Yes", "IsSpot": false, "CompShareImageId": "compshareImage-1",
+            "CompShareImageName": "PyTorch", "CompShareImageType": "System",
+            "InstanceType": "UHost", "OsName": "Ubuntu", "OsType": "Linux",
+            "Password": "dWNsb3VkLmNu", "SshLoginCommand": "ssh root@1.2.3.4 -p 22",
+            "IPSet": [{"IP": "1.2.3.4", "Type": "Bgp"}],
+            "Softwares": [{"Name": "JupyterLab", "URL": "https://1.2.3.4:8888"}],
+        })
+    }
+
+    #[test]
+    fn one_odd_optional_field_is_left_out_and_named_and_the_rest_is_read() {
+        let mut odd = complete();
+        odd["Softwares"] = json!(["JupyterLab"]);
+        let i = Instance::read(&odd).unwrap();
+        assert_eq!(i.dropped_fields, ["Softwares"]);
+        assert!(i.softwares.is_empty());
+        assert_eq!((i.state.as_str(), i.cpu), ("Running", Some(16)));
+        assert_eq!(i.ip_set[0].ip, "1.2.3.4");
+    }
+
+    #[test]
+    fn every_optional_field_of_an_unexpected_shape_is_left_out_alone() {
+        let baseline = Instance::read(&complete()).unwrap();
+        assert!(baseline.dropped_fields.is_empty());
+        let fields: Vec<String> = complete().as_object().unwrap().keys().cloned().collect();
+        for field in fields
+            .iter()
+            .filter(|f| !["UHostId", "State"].contains(&f.as_str()))
+        {
+            // A shape no reader accepts where this field is expected: an object for scalars, a
+            // string for lists and objects.
+            let odd_value = match complete()[field.as_str()] {
+                Value::Array(_) | Value::Object(_) => json!("surprise"),
+                _ => json!({"surprise": true}),
+            };
+            let mut odd = complete();
+            odd[field.as_str()] = odd_value;
+            let i = Instance::read(&odd).unwrap_or_else(|e| panic!("{field}: {e:?}"));
+            assert_eq!(i.dropped_fields, [field.as_str()], "{field}");
+            assert_eq!(i.state, "Running", "{field}");
+            assert_eq!(i.u_host_id, "uhost-1", "{field}");
+        }
+    }
+
+    #[test]
+    fn an_element_without_a_readable_id_or_state_is_unreadable_and_says_why() {
+        let mut no_id = complete();
+        no_id.as_object_mut().unwrap().remove("UHostId");
+        let mut object_id = complete();
+        object_id["UHostId"] = json!({"id": 1});
+        let mut odd_state = complete();
+        odd_state["State"] = json!(["Running"]);
+        let cases = [
+            (json!("uhost-1"), None, "is a string, not an object"),
+            (no_id, None, "has no UHostId"),
+            (object_id, None, "UHostId that is an object"),
+            (odd_state, Some("uhost-1"), "State that is a list"),
+        ];
+        for (element, id, problem) in cases {
+            let e = Instance::read(&element).unwrap_err();
+            assert_eq!(e.id.as_deref(), id);
+            assert!(e.problem.contains(problem), "{}", e.problem);
+        }
+        // An absent State is the API's "": unreadable, not malformed.
+        let mut no_state = complete();
+        no_state.as_object_mut().unwrap().remove("State");
+        assert_eq!(Instance::read(&no_state).unwrap().state, "");
+    }
+
+    #[test]
+    fn the_envelope_is_strict_and_each_element_stands_alone() {
+        let answer = json!({"RetCode": 0, "TotalCount": "3", "UHostSet": [
+            complete(), 7, {"UHostId": "uhost-2", "State": {"x": 1}},
+        ]});
+        let r: DescribeResponse = serde_json::from_value(answer).unwrap();
+        assert_eq!(r.total_count, Some(3));
+        assert_eq!(r.u_host_set.len(), 1);
+        assert_eq!(r.unreadable.len(), 2);
+        assert_eq!(r.unreadable[1].id.as_deref(), Some("uhost-2"));
+        for bad in [
+            json!({"UHostSet": "oops"}),
+            json!({"UHostSet": {"uhost-1": {}}}),
+            json!({"TotalCount": [1], "UHostSet": []}),
+            json!([]),
+        ] {
+            assert!(serde_json::from_value::<DescribeResponse>(bad).is_err());
+        }
     }
 
     #[test]

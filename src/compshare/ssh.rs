@@ -87,7 +87,12 @@ fn split_destination(destination: &str) -> Option<(Option<String>, String, Optio
     let (host, port) = if from_uri {
         split_uri_host_port(host)?
     } else {
-        (host.to_owned(), None)
+        // OpenSSH takes `[2001:db8::1]` for the bare address (its `cleanhostname`).
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        (bare.to_owned(), None)
     };
     if host.is_empty() {
         return None;
@@ -178,6 +183,15 @@ mod tests {
         assert_eq!(parse_login_command("ssh host"), login(None, "host", 22));
         assert_eq!(
             parse_login_command("ssh ssh://root@[2001:db8::1]:2022"),
+            login(Some("root"), "2001:db8::1", 2022)
+        );
+        // Bracketed and bare IPv6 hosts give the same bare address.
+        assert_eq!(
+            parse_login_command("ssh root@[2001:db8::1] -p 22"),
+            login(Some("root"), "2001:db8::1", 22)
+        );
+        assert_eq!(
+            parse_login_command("ssh -p 2022 root@2001:db8::1"),
             login(Some("root"), "2001:db8::1", 2022)
         );
         assert_eq!(

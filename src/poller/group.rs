@@ -1,11 +1,16 @@
 //! One poll group: the instances of one account, region and project, observed together by a
 //! single task that makes one call at a time.
+//!
+//! The schedule is kept by instance id, not by resource: several resources naming one machine
+//! (in one namespace or many) cost one id in one call per interval, at the shortest of their poll
+//! intervals, and every one of them gets its own observation from the answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use compact_str::CompactString;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{Notify, mpsc};
@@ -13,38 +18,52 @@ use tokio::time::Instant;
 
 use super::budget::Budget;
 use super::observation::{Observation, Outcome};
-use super::schedule::{Page, Schedule};
+use super::refreshes::{Handling, REFRESH_SPACING, RefreshShares};
+use super::schedule::{Inserted, Page, Schedule};
 use super::{GroupKey, Key, ResourceKey, Target};
 use crate::compshare::client::{DESCRIBE_ACTION, MAX_IDS_PER_CALL};
-use crate::compshare::{CallError, Client, Credentials, DescribeRequest, Disposition, Instance};
+use crate::compshare::{
+    CallError, Client, Credentials, DescribeRequest, DescribeResponse, Disposition, Instance,
+};
 use crate::metrics::{BackoffLabels, Metrics};
+
+/// An instance id.
+type Id = CompactString;
 
 /// What a group shares with its task.
 pub(super) struct Group {
     pub key: GroupKey,
-    pub state: Mutex<GroupState>,
-    pub notify: Notify,
+    state: Mutex<GroupState>,
+    notify: Notify,
     credentials: Credentials,
     budget: Arc<Budget>,
+    refreshes: Arc<RefreshShares>,
 }
 
-pub(super) struct GroupState {
-    pub schedule: Schedule<Key>,
-    pub members: HashMap<Key, Member>,
-    pub last_success: Option<Instant>,
+struct GroupState {
+    schedule: Schedule<Id>,
+    /// The resources naming each instance id.
+    ids: HashMap<Id, Vec<Key>>,
+    members: HashMap<Key, Member>,
+    /// Refreshes waiting for the end of their resource's refresh spacing.
+    deferred: Vec<(Instant, Key)>,
+    last_success: Option<Instant>,
     backoff_policy: ExponentialBuilder,
     backoff: ExponentialBackoff,
     backoff_until: Option<Instant>,
     rng: StdRng,
 }
 
-pub(super) struct Member {
-    pub uhost_id: String,
-    pub zone: Option<String>,
-    pub generation: i64,
-    pub observation: Option<Arc<Observation>>,
+struct Member {
+    uhost_id: Id,
+    zone: Option<String>,
+    generation: i64,
+    interval: Duration,
+    observation: Option<Arc<Observation>>,
     /// A refresh request waiting for the next call that includes this member.
-    pub pending_refresh: Option<String>,
+    pending_refresh: Option<String>,
+    /// When a refresh of this member was last polled right away.
+    refreshed_at: Option<Instant>,
 }
 
 /// What the task needs beyond its group.
@@ -54,19 +73,30 @@ pub(super) struct Wiring {
     pub wake: mpsc::UnboundedSender<ResourceKey>,
 }
 
+/// A group's members, for the gauges.
+pub(super) struct GroupGauges {
+    pub members: usize,
+    /// The state each member's instance was last seen in (`None` before the first).
+    pub states: Vec<Option<CompactString>>,
+    pub since_last_success: Option<Duration>,
+}
+
 impl Group {
     pub fn new(
         key: GroupKey,
         credentials: Credentials,
         budget: Arc<Budget>,
-        schedule: Schedule<Key>,
+        refreshes: Arc<RefreshShares>,
+        schedule: Schedule<Id>,
         backoff_policy: ExponentialBuilder,
     ) -> Self {
         Group {
             key,
             state: Mutex::new(GroupState {
                 schedule,
+                ids: HashMap::new(),
                 members: HashMap::new(),
+                deferred: Vec::new(),
                 last_success: None,
                 backoff_policy,
                 backoff: backoff_policy.build(),
@@ -76,70 +106,211 @@ impl Group {
             notify: Notify::new(),
             credentials,
             budget,
+            refreshes,
         }
     }
 
-    /// Adds or updates a member; returns whether its task should look at the schedule again.
-    pub fn upsert(&self, key: &Key, target: &Target) -> bool {
-        let mut state = self.state.lock().expect("group lock");
-        let state = &mut *state;
+    fn state(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.state.lock().expect("group lock")
+    }
+
+    /// Adds or updates a member, and wakes the task when it has something new to do.
+    pub fn upsert(&self, key: &Key, target: &Target) {
         let now = Instant::now();
-        let member = state.members.entry(key.clone()).or_insert_with(|| Member {
-            uhost_id: target.uhost_id.clone(),
-            zone: target.zone.clone(),
-            generation: target.generation,
-            observation: None,
-            pending_refresh: None,
-        });
-        // A new spec is answered by an observation made for it, right away (a changed zone also
-        // changes what the answer means).
-        let respecified = member.generation != target.generation || member.zone != target.zone;
-        member.zone.clone_from(&target.zone);
-        member.generation = target.generation;
-        let inserted = state
-            .schedule
-            .insert(key.clone(), target.interval, now, &mut state.rng);
-        if respecified {
-            state.schedule.mark_urgent(key, now);
+        let id = Id::from(target.uhost_id.as_str());
+        let mut guard = self.state();
+        let state = &mut *guard;
+        // The id is immutable in the CRD; one changed behind its back is a new member.
+        if state.members.get(key).is_some_and(|m| m.uhost_id != id) {
+            state.remove(key, &self.refreshes, now);
         }
-        respecified || inserted != super::schedule::Inserted::Unchanged
+        let woken = match state.members.get_mut(key) {
+            Some(member) => {
+                // A new spec is answered by an observation made for it, right away (a changed
+                // zone also changes what the answer means).
+                let respecified =
+                    member.generation != target.generation || member.zone != target.zone;
+                member.zone.clone_from(&target.zone);
+                member.generation = target.generation;
+                member.interval = target.interval;
+                let moved = state.reschedule(&id, now);
+                if respecified {
+                    state.schedule.mark_urgent(&id, now);
+                }
+                respecified || moved
+            }
+            None => {
+                state.members.insert(
+                    key.clone(),
+                    Member {
+                        uhost_id: id.clone(),
+                        zone: target.zone.clone(),
+                        generation: target.generation,
+                        interval: target.interval,
+                        observation: None,
+                        pending_refresh: None,
+                        refreshed_at: None,
+                    },
+                );
+                state.ids.entry(id.clone()).or_default().push(key.clone());
+                self.refreshes.join(&key.namespace);
+                state.reschedule(&id, now);
+                // Its first observation is owed at once, even when the id is polled already.
+                state.schedule.mark_urgent(&id, now);
+                true
+            }
+        };
+        drop(guard);
+        if woken {
+            self.notify.notify_one();
+        }
     }
 
     /// Removes a member; returns whether the group is now empty.
     pub fn remove(&self, key: &ResourceKey) -> bool {
-        let mut state = self.state.lock().expect("group lock");
-        state.members.remove(key);
-        state.schedule.remove(key);
+        let mut state = self.state();
+        state.remove(key, &self.refreshes, Instant::now());
         state.members.is_empty()
     }
 
-    /// Asks for an urgent observation that will carry `token`.
-    pub fn refresh(&self, key: &ResourceKey, token: &str) {
-        let mut state = self.state.lock().expect("group lock");
-        let Some(member) = state.members.get_mut(key) else {
-            return;
-        };
+    /// Asks for an observation that will carry `token` (see `refreshes` for when it is made).
+    /// `None` when there is nothing new to do: the token is already answered or pending.
+    pub fn refresh(&self, key: &ResourceKey, token: &str) -> Option<Handling> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let member = state.members.get_mut(key)?;
         let answered = member
             .observation
             .as_ref()
             .is_some_and(|o| o.refresh.as_deref() == Some(token));
         if answered || member.pending_refresh.as_deref() == Some(token) {
-            return;
+            return None;
         }
+        let already_waiting = member.pending_refresh.is_some();
         member.pending_refresh = Some(token.to_owned());
-        state.schedule.mark_urgent(key, Instant::now());
+        let spaced_until = member
+            .refreshed_at
+            .map(|at| at + REFRESH_SPACING)
+            .filter(|until| now < *until);
+        let handling = if already_waiting {
+            // A newer value while one waits merges into it.
+            Handling::Merged
+        } else if let Some(until) = spaced_until {
+            let key = Arc::clone(state.members.get_key_value(key)?.0);
+            state.deferred.push((until, key));
+            Handling::Deferred
+        } else {
+            state.urgent_refresh(key, &self.refreshes, now)
+        };
         drop(state);
-        self.notify.notify_one();
+        if handling != Handling::Merged {
+            self.notify.notify_one();
+        }
+        Some(handling)
     }
 
     pub fn observation(&self, key: &ResourceKey) -> Option<Arc<Observation>> {
-        let state = self.state.lock().expect("group lock");
-        state.members.get(key)?.observation.clone()
+        self.state().members.get(key)?.observation.clone()
+    }
+
+    pub fn gauges(&self) -> GroupGauges {
+        let state = self.state();
+        GroupGauges {
+            members: state.members.len(),
+            states: state
+                .members
+                .values()
+                .map(|m| {
+                    let instance = m.observation.as_ref()?.instance.as_ref()?;
+                    Some(instance.state.clone())
+                })
+                .collect(),
+            since_last_success: state.last_success.map(|t| t.elapsed()),
+        }
+    }
+}
+
+impl GroupState {
+    /// Schedules `id` at the shortest interval of the members naming it; whether that changed.
+    fn reschedule(&mut self, id: &Id, now: Instant) -> bool {
+        let interval = self
+            .ids
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.members.get(key))
+            .map(|m| m.interval)
+            .min();
+        match interval {
+            Some(interval) => {
+                self.schedule
+                    .insert(id.clone(), interval, now, &mut self.rng)
+                    != Inserted::Unchanged
+            }
+            None => {
+                self.schedule.remove(id);
+                false
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ResourceKey, refreshes: &RefreshShares, now: Instant) {
+        let Some(member) = self.members.remove(key) else {
+            return;
+        };
+        refreshes.leave(&key.namespace);
+        if let Some(keys) = self.ids.get_mut(&member.uhost_id) {
+            keys.retain(|k| **k != *key);
+            if keys.is_empty() {
+                self.ids.remove(&member.uhost_id);
+            }
+        }
+        self.reschedule(&member.uhost_id, now);
+    }
+
+    /// Polls a member's refresh right away if its namespace's share allows.
+    fn urgent_refresh(
+        &mut self,
+        key: &ResourceKey,
+        refreshes: &RefreshShares,
+        now: Instant,
+    ) -> Handling {
+        if !refreshes.admit(&key.namespace, now) {
+            return Handling::Merged;
+        }
+        let Some(member) = self.members.get_mut(key) else {
+            return Handling::Merged;
+        };
+        member.refreshed_at = Some(now);
+        let id = member.uhost_id.clone();
+        self.schedule.mark_urgent(&id, now);
+        Handling::Immediate
+    }
+
+    /// Deferred refreshes whose time has come.
+    fn release_deferred(&mut self, refreshes: &RefreshShares, now: Instant) {
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.deferred = waiting;
+        for (_, key) in due {
+            if self
+                .members
+                .get(&*key)
+                .is_some_and(|m| m.pending_refresh.is_some())
+            {
+                self.urgent_refresh(&key, refreshes, now);
+            }
+        }
+    }
+
+    fn next_deferred(&self) -> Option<Instant> {
+        self.deferred.iter().map(|(at, _)| *at).min()
     }
 }
 
 enum Next {
-    Call(Page<Key>),
+    Call(Page<Id>),
     WaitUntil(Option<Instant>),
 }
 
@@ -148,14 +319,22 @@ enum Next {
 pub(super) async fn run(group: Arc<Group>, wiring: Arc<Wiring>) {
     loop {
         let next = {
-            let mut state = group.state.lock().expect("group lock");
+            let mut state = group.state();
             let state = &mut *state;
             let now = Instant::now();
+            state.release_deferred(&group.refreshes, now);
             match state.backoff_until.filter(|until| *until > now) {
                 Some(until) => Next::WaitUntil(Some(until)),
                 None => match state.schedule.take_due(now, &mut state.rng) {
                     Some(page) => Next::Call(page),
-                    None => Next::WaitUntil(state.schedule.next_due()),
+                    None => Next::WaitUntil(
+                        state
+                            .schedule
+                            .next_due()
+                            .into_iter()
+                            .chain(state.next_deferred())
+                            .min(),
+                    ),
                 },
             }
         };
@@ -177,37 +356,28 @@ pub(super) async fn run(group: Arc<Group>, wiring: Arc<Wiring>) {
     }
 }
 
-async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
-    let (request, asked) = {
-        let state = group.state.lock().expect("group lock");
-        let mut seen = HashSet::new();
-        let ids: Vec<String> = page
-            .keys
+async fn call(group: &Group, wiring: &Wiring, page: Page<Id>) {
+    // The generation each member is asked for: a spec edited during the call is answered by the
+    // next one.
+    let asked: HashMap<Key, i64> = {
+        let state = group.state();
+        page.keys
             .iter()
-            .filter_map(|key| state.members.get(key))
-            .filter(|m| seen.insert(m.uhost_id.as_str()))
-            .map(|m| m.uhost_id.clone())
-            .collect();
-        // The generation each member is asked for: a spec edited during the call is answered by
-        // the next one.
-        let asked: HashMap<Key, i64> = page
-            .keys
-            .iter()
+            .flat_map(|id| state.ids.get(id).into_iter().flatten())
             .filter_map(|key| Some((key.clone(), state.members.get(key)?.generation)))
-            .collect();
-        let request = DescribeRequest {
-            region: group.key.region.clone(),
-            project_id: group.key.project_id.clone(),
-            // Limit defaults to 20: ask for a whole page, or ids past the 20th go missing.
-            limit: Some(MAX_IDS_PER_CALL as u32),
-            uhost_ids: ids,
-            ..DescribeRequest::default()
-        };
-        (request, asked)
+            .collect()
     };
-    if request.uhost_ids.is_empty() {
+    if asked.is_empty() {
         return;
     }
+    let request = DescribeRequest {
+        region: group.key.region.clone(),
+        project_id: group.key.project_id.clone(),
+        // Limit defaults to 20: ask for a whole page, or ids past the 20th go missing.
+        limit: Some(MAX_IDS_PER_CALL as u32),
+        uhost_ids: page.keys.iter().map(|id| id.to_string()).collect(),
+        ..DescribeRequest::default()
+    };
 
     let waited = group.budget.spend().await;
     wiring
@@ -215,11 +385,7 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
         .budget_wait_seconds
         .observe(waited.as_secs_f64());
     let started = Instant::now();
-    let result = wiring
-        .client
-        .describe(&group.credentials, &request)
-        .await
-        .map(|r| r.u_host_set);
+    let result = wiring.client.describe(&group.credentials, &request).await;
     wiring.metrics.record_call(
         DESCRIBE_ACTION,
         started.elapsed(),
@@ -228,7 +394,7 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
 
     let failure = result.as_ref().err().cloned();
     let (changed, backoff) = {
-        let mut state = group.state.lock().expect("group lock");
+        let mut state = group.state();
         state.apply(&page, &asked, result, Instant::now(), &wiring.metrics)
     };
     if let (Some(error), Some(delay)) = (failure, backoff) {
@@ -247,29 +413,88 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Key>) {
     }
 }
 
+/// A call's answer, by instance id.
+struct Answer {
+    found: HashMap<Id, Arc<Instance>>,
+    /// Elements that could not be read, by their id.
+    unreadable: HashMap<Id, String>,
+    /// Why an element without a readable id could not be read: any instance missing from the
+    /// answer may be that one, so none of them is reported as not found.
+    anonymous: Option<String>,
+}
+
+impl Answer {
+    fn of(response: DescribeResponse) -> Answer {
+        let mut answer = Answer {
+            found: response
+                .u_host_set
+                .into_iter()
+                .map(|i| (i.u_host_id.clone(), Arc::new(i)))
+                .collect(),
+            unreadable: HashMap::new(),
+            anonymous: None,
+        };
+        for element in response.unreadable {
+            match element.id {
+                Some(id) => {
+                    answer.unreadable.insert(id, element.problem);
+                }
+                None => answer.anonymous = Some(element.problem),
+            }
+        }
+        answer
+    }
+
+    /// What the answer says of instance `id` for a member expecting `zone`, with the instance
+    /// `last_known` before.
+    fn about(
+        &self,
+        id: &str,
+        zone: Option<&str>,
+        last_known: Option<&Arc<Instance>>,
+    ) -> (Outcome, Option<Arc<Instance>>) {
+        if let Some(seen) = self.found.get(id) {
+            // Keep the stored instance when nothing changed: the new copy is dropped with the
+            // answer instead of replacing an equal one.
+            let instance = match last_known {
+                Some(old) if **old == **seen => old.clone(),
+                _ => seen.clone(),
+            };
+            return (outcome_of(seen, zone), Some(instance));
+        }
+        let malformed = |problem: String| Outcome::Failed(CallError::Malformed(problem));
+        let outcome = if let Some(problem) = self.unreadable.get(id) {
+            malformed(problem.clone())
+        } else if let Some(problem) = &self.anonymous {
+            malformed(format!(
+                "{id} is not in the answer, which has an element that could not be read ({problem})"
+            ))
+        } else {
+            Outcome::NotFound
+        };
+        (outcome, last_known.cloned())
+    }
+}
+
 impl GroupState {
     /// Records the result of a call for `page` (`asked`: the generation each member was asked
-    /// for); returns the members whose observation changed and
-    /// the backoff chosen, if the failure calls for one.
+    /// for); returns the members whose observation changed and the backoff chosen, if the failure
+    /// calls for one.
     fn apply(
         &mut self,
-        page: &Page<Key>,
+        page: &Page<Id>,
         asked: &HashMap<Key, i64>,
-        result: Result<Vec<Instance>, CallError>,
+        result: Result<DescribeResponse, CallError>,
         now: Instant,
         metrics: &Metrics,
     ) -> (Vec<Key>, Option<Duration>) {
         let mut backoff = None;
-        let answer: Result<HashMap<String, Arc<Instance>>, CallError> = match result {
-            Ok(instances) => {
+        let answer = match result {
+            Ok(response) => {
                 self.last_success = Some(now);
                 self.backoff = self.backoff_policy.build();
                 self.schedule.polled(&page.keys);
-                // Moved, not cloned: the answer's instances become the stored observations.
-                Ok(instances
-                    .into_iter()
-                    .map(|i| (i.u_host_id.to_string(), Arc::new(i)))
-                    .collect())
+                Ok(Answer::of(response))
             }
             Err(error) if error.is_retryable() => {
                 let delay = self.backoff.next().unwrap_or(Duration::from_secs(60));
@@ -298,26 +523,18 @@ impl GroupState {
         };
 
         let mut changed = Vec::new();
-        for key in &page.keys {
+        for (key, &generation) in asked {
             let Some(member) = self.members.get_mut(key) else {
                 continue;
             };
             let previous = member.observation.as_deref();
-            let last_known = previous.and_then(|p| p.instance.as_ref());
+            // What was known of the instance, as long as it was observed for this same spec:
+            // facts seen under another generation may describe another lookup.
+            let last_known = previous
+                .filter(|p| p.generation == generation)
+                .and_then(|p| p.instance.as_ref());
             let (outcome, instance) = match &answer {
-                Ok(by_id) => match by_id.get(&member.uhost_id) {
-                    Some(seen) => {
-                        let outcome = outcome_of(seen, member.zone.as_deref());
-                        // Keep the stored instance when nothing changed: the new copy is
-                        // dropped with the answer instead of replacing an equal one.
-                        let instance = match last_known {
-                            Some(old) if **old == **seen => old.clone(),
-                            _ => seen.clone(),
-                        };
-                        (outcome, Some(instance))
-                    }
-                    None => (Outcome::NotFound, last_known.cloned()),
-                },
+                Ok(answer) => answer.about(&member.uhost_id, member.zone.as_deref(), last_known),
                 Err(error) => (Outcome::Failed(error.clone()), last_known.cloned()),
             };
             let refresh = member
@@ -328,9 +545,19 @@ impl GroupState {
                 instance,
                 outcome,
                 refresh,
-                generation: asked.get(key).copied().unwrap_or(member.generation),
+                generation,
             };
             if previous != Some(&observation) {
+                if let Some(instance) = &observation.instance
+                    && !instance.dropped_fields.is_empty()
+                    && previous.and_then(|p| p.instance.as_ref()) != Some(instance)
+                {
+                    tracing::warn!(
+                        uhost_id = %instance.u_host_id,
+                        fields = ?instance.dropped_fields,
+                        "fields of the instance have a shape the operator cannot read; they are left out"
+                    );
+                }
                 member.observation = Some(Arc::new(observation));
                 changed.push(key.clone());
             }

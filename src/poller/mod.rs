@@ -9,6 +9,7 @@
 mod budget;
 mod group;
 mod observation;
+mod refreshes;
 mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,9 +28,10 @@ pub use observation::{Observation, Outcome};
 pub use schedule::ScheduleConfig;
 
 use crate::compshare::{Client, Credentials};
-use crate::metrics::{GaugeSource, GroupSnapshot, Metrics, Snapshot};
+use crate::metrics::{GaugeSource, GroupSnapshot, Metrics, RefreshLabels, Snapshot};
 use budget::Budget;
 use group::{Group, Wiring};
+use refreshes::RefreshShares;
 use schedule::Schedule;
 
 /// A watched resource, by namespace and name.
@@ -123,7 +125,15 @@ struct Registry {
     stopped: bool,
     groups: HashMap<GroupKey, GroupEntry>,
     member_groups: HashMap<Key, Arc<Group>>,
-    budgets: HashMap<String, Arc<Budget>>,
+    /// By public key.
+    accounts: HashMap<String, Account>,
+}
+
+/// What the groups of one account share: its call budget and its namespaces' refresh shares.
+#[derive(Clone)]
+struct Account {
+    budget: Arc<Budget>,
+    refreshes: Arc<RefreshShares>,
 }
 
 struct GroupEntry {
@@ -172,9 +182,7 @@ impl Poller {
             Some((key, group)) if group.key == group_key => {
                 let (key, group) = (key.clone(), group.clone());
                 drop(registry);
-                if group.upsert(&key, &target) {
-                    group.notify.notify_one();
-                }
+                group.upsert(&key, &target);
                 return;
             }
             Some((key, _)) => {
@@ -184,23 +192,24 @@ impl Poller {
             }
             None => Arc::new(target.key.clone()),
         };
-        let budget_config = self.shared.config.budget;
-        let budget = registry
-            .budgets
+        let budget = self.shared.config.budget;
+        let account = registry
+            .accounts
             .entry(target.credentials.public_key.clone())
-            .or_insert_with(|| Arc::new(Budget::new(budget_config)))
+            .or_insert_with(|| Account {
+                budget: Arc::new(Budget::new(budget)),
+                refreshes: Arc::new(RefreshShares::new(budget.calls_per_minute.get())),
+            })
             .clone();
         let group = registry
             .groups
             .entry(group_key.clone())
-            .or_insert_with(|| self.spawn_group(group_key, &target, budget))
+            .or_insert_with(|| self.spawn_group(group_key, &target, account))
             .group
             .clone();
         registry.member_groups.insert(key.clone(), group.clone());
         drop(registry);
-        if group.upsert(&key, &target) {
-            group.notify.notify_one();
-        }
+        group.upsert(&key, &target);
     }
 
     /// Stops observing a resource.
@@ -230,14 +239,22 @@ impl Poller {
         registry.stopped = true;
         registry.member_groups.clear();
         registry.groups.clear(); // aborts the groups' tasks
-        registry.budgets.clear();
+        registry.accounts.clear();
     }
 
-    /// Asks for an immediate observation of a watched resource, answered by an observation that
-    /// carries `token` (once per token).
+    /// Asks for an observation of a watched resource, answered by an observation that carries
+    /// `token` (once per token): right away, unless the resource or its namespace refreshes too
+    /// often (see `refreshes`).
     pub fn refresh(&self, key: &ResourceKey, token: &str) {
-        if let Some(group) = self.group_of(key) {
-            group.refresh(key, token);
+        if let Some(handling) = self.group_of(key).and_then(|g| g.refresh(key, token)) {
+            self.shared
+                .wiring
+                .metrics
+                .refreshes
+                .get_or_create(&RefreshLabels {
+                    handling: handling.label(),
+                })
+                .inc();
         }
     }
 
@@ -250,7 +267,7 @@ impl Poller {
         self.registry().member_groups.get(key).cloned()
     }
 
-    fn spawn_group(&self, key: GroupKey, target: &Target, budget: Arc<Budget>) -> GroupEntry {
+    fn spawn_group(&self, key: GroupKey, target: &Target, account: Account) -> GroupEntry {
         let config = &self.shared.config;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(config.min_backoff)
@@ -261,7 +278,8 @@ impl Poller {
         let group = Arc::new(Group::new(
             key,
             target.credentials.clone(),
-            budget,
+            account.budget,
+            account.refreshes,
             Schedule::new(config.schedule),
             backoff,
         ));
@@ -284,7 +302,7 @@ impl Registry {
             self.groups.remove(group_key);
             let public_key = &group_key.public_key;
             if !self.groups.keys().any(|g| &g.public_key == public_key) {
-                self.budgets.remove(public_key);
+                self.accounts.remove(public_key);
             }
         }
     }
@@ -307,21 +325,17 @@ impl GaugeSource for Poller {
         let mut by_state: BTreeMap<String, i64> = BTreeMap::new();
         let mut snapshots = Vec::with_capacity(groups.len());
         for group in groups {
-            let state = group.state.lock().expect("group lock");
-            for member in state.members.values() {
-                let observed = member
-                    .observation
-                    .as_ref()
-                    .and_then(|o| o.instance.as_ref())
-                    .map_or("Unknown", |i| i.state.as_str());
-                *by_state.entry(observed.to_owned()).or_default() += 1;
+            let gauges = group.gauges();
+            for state in &gauges.states {
+                let state = state.as_deref().unwrap_or("Unknown");
+                *by_state.entry(state.to_owned()).or_default() += 1;
             }
             snapshots.push(GroupSnapshot {
                 region: group.key.region.clone(),
                 project: group.key.project_id.clone().unwrap_or_default(),
                 account: group.key.account_tag(),
-                members: state.members.len() as i64,
-                since_last_success: state.last_success.map(|t| t.elapsed()),
+                members: gauges.members as i64,
+                since_last_success: gauges.since_last_success,
             });
         }
         Snapshot {

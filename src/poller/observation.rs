@@ -30,9 +30,3 @@ pub enum Outcome {
     /// The call failed.
     Failed(CallError),
 }
-
-impl Observation {
-    pub fn succeeded(&self) -> bool {
-        !matches!(self.outcome, Outcome::Failed(_))
-    }
-}

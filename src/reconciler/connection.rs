@@ -18,6 +18,8 @@ use crate::compshare::ssh::parse_login_command;
 use crate::metrics::Metrics;
 use crate::resource::{CompShareInstance, connection_keys};
 
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
 /// What the operator maintains for the resource after [`sync`].
 #[derive(Debug, Default)]
 pub struct ConnectionSecret {
@@ -75,15 +77,16 @@ pub async fn sync(
                 }),
             });
         }
-        Some(existing) if existing.data.as_ref() == Some(&data) => {}
+        Some(existing) if is_current(&existing, &data) => {}
+        // Absent, deleted by hand, or edited by hand: written whole again.
         _ => {
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(name.to_owned()),
                     namespace: Some(namespace.clone()),
                     labels: Some(BTreeMap::from([(
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        "compshare-operator".to_owned(),
+                        MANAGED_BY_LABEL.to_owned(),
+                        FIELD_MANAGER.to_owned(),
                     )])),
                     owner_references: Some(vec![owner_reference(resource)]),
                     ..ObjectMeta::default()
@@ -162,6 +165,16 @@ fn connection_data(instance: &Instance) -> BTreeMap<String, ByteString> {
     data
 }
 
+/// Whether an owned Secret already holds exactly `data` with the operator's label. (The apiserver
+/// leaves out an empty `data`, so absent and empty are the same.)
+fn is_current(existing: &Secret, data: &BTreeMap<String, ByteString>) -> bool {
+    existing
+        .data
+        .as_ref()
+        .map_or(data.is_empty(), |d| d == data)
+        && existing.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(FIELD_MANAGER)
+}
+
 fn owner_reference(resource: &CompShareInstance) -> OwnerReference {
     OwnerReference {
         api_version: CompShareInstance::api_version(&()).into_owned(),
@@ -209,6 +222,39 @@ mod tests {
             text(&data, "sshCommand").as_deref(),
             Some("ssh root@117.50.1.2 -p 60022")
         );
+    }
+
+    #[test]
+    fn an_owned_secret_is_current_only_with_the_same_data_and_label() {
+        let labelled = |data: Option<BTreeMap<String, ByteString>>| Secret {
+            metadata: ObjectMeta {
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.to_owned(),
+                    FIELD_MANAGER.to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            data,
+            ..Secret::default()
+        };
+        let empty = BTreeMap::new();
+        // The apiserver returns no `data` for an empty one: that is current, not a difference.
+        assert!(is_current(&labelled(None), &empty));
+        assert!(is_current(&labelled(Some(BTreeMap::new())), &empty));
+        let data = connection_data(&Instance {
+            ssh_login_command: "ssh root@1.2.3.4".into(),
+            ..Instance::default()
+        });
+        assert!(is_current(&labelled(Some(data.clone())), &data));
+        assert!(!is_current(&labelled(None), &data));
+        let mut edited = data.clone();
+        edited.insert("password".into(), ByteString(b"changed".to_vec()));
+        assert!(!is_current(&labelled(Some(edited)), &data));
+        let unlabelled = Secret {
+            data: Some(data.clone()),
+            ..Secret::default()
+        };
+        assert!(!is_current(&unlabelled, &data));
     }
 
     #[test]

@@ -80,6 +80,15 @@ impl FromStr for AllowedNamespaces {
     }
 }
 
+/// The `Stalled` reasons of credentials a person must fix.
+pub const REASONS: [&str; 5] = [
+    "CredentialsMissing",
+    "CredentialsInvalid",
+    "CredentialsForbidden",
+    "CredentialsRejected",
+    "DefaultCredentialsNotAllowed",
+];
+
 #[derive(Clone, Debug)]
 pub struct CredentialsPolicy {
     pub default_secret: Option<SecretName>,
@@ -119,7 +128,13 @@ impl CredentialsResolver {
         }
     }
 
-    pub async fn resolve(&self, resource: &CompShareInstance) -> Result<Credentials, ResolveError> {
+    /// The resource's credentials; `fresh` reads the Secret even when a recent read is cached
+    /// (for a resource stalled on its credentials, whose Secret may have just been fixed).
+    pub async fn resolve(
+        &self,
+        resource: &CompShareInstance,
+        fresh: bool,
+    ) -> Result<Credentials, ResolveError> {
         let namespace = resource.namespace().unwrap_or_default();
         let problem = |reason, message| Err(ResolveError::Problem(Problem { reason, message }));
         let secret = match &resource.spec.credentials_ref {
@@ -145,11 +160,12 @@ impl CredentialsResolver {
                 Some(default) => default.clone(),
             },
         };
-        self.read(&secret).await
+        self.read(&secret, fresh).await
     }
 
-    async fn read(&self, secret: &SecretName) -> Result<Credentials, ResolveError> {
-        if let Some((at, result)) = self.cache.lock().expect("cache lock").get(secret)
+    async fn read(&self, secret: &SecretName, fresh: bool) -> Result<Credentials, ResolveError> {
+        if !fresh
+            && let Some((at, result)) = self.cache.lock().expect("cache lock").get(secret)
             && at.elapsed() < self.policy.cache_ttl
         {
             return result.clone().map_err(ResolveError::Problem);

@@ -1,6 +1,11 @@
 //! Kubernetes Events on transitions only: the instance's state changed, observation started or
 //! stopped failing, a person must act, or polling was paused or resumed. Never one per poll.
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Api;
+use kube::api::PostParams;
 use kube::runtime::events::EventType;
 
 use super::status::{PAUSED, STALLED, SYNCED, condition};
@@ -80,6 +85,78 @@ pub fn transitions(
         _ => {}
     }
     events
+}
+
+/// Publishes events (`events.k8s.io/v1`) about resources.
+///
+/// kube-runtime's `Recorder` names an event `<object name>.<nanoseconds in hex>`, which exceeds the
+/// 253 characters an object name may have once the object's own name is longer than about 236:
+/// every event about such a resource was refused. This publisher shortens the prefix instead. It
+/// keeps no event series: events here are transitions, not repetitions.
+pub struct Publisher {
+    client: kube::Client,
+    controller: String,
+    instance: String,
+}
+
+impl Publisher {
+    /// `controller` names the reporting controller, `instance` this replica (the pod name).
+    pub fn new(client: kube::Client, controller: &str, instance: Option<&str>) -> Self {
+        Publisher {
+            client,
+            controller: controller.to_owned(),
+            instance: instance.unwrap_or(controller).to_owned(),
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        transition: &Transition,
+        action: &str,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let now = jiff::Timestamp::now();
+        let namespace = regarding.namespace.clone().unwrap_or_default();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(
+                    regarding.name.as_deref().unwrap_or(&self.controller),
+                    now.as_nanosecond(),
+                )),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            action: Some(action.to_owned()),
+            reason: Some(transition.reason.clone()),
+            note: Some(transition.note.clone()),
+            type_: Some(
+                match transition.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(regarding.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        };
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// `<object name>.<nanoseconds in hex>`, with the object's name cut so that the whole is a valid
+/// object name (at most 253 characters, each part ending in a letter or digit).
+fn event_name(object: &str, nanos: i128) -> String {
+    const MAX_NAME: usize = 253;
+    let suffix = format!(".{nanos:x}");
+    let mut prefix = &object[..object.len().min(MAX_NAME - suffix.len())];
+    prefix = prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{prefix}{suffix}")
 }
 
 fn status_of<'a>(status: Option<&'a CompShareInstanceStatus>, type_: &str) -> Option<&'a str> {
@@ -200,6 +277,28 @@ mod tests {
             reasons(&transitions(Some(&ok), &rejected)),
             ["ObservationFailed"]
         );
+    }
+
+    #[test]
+    fn event_names_fit_for_every_legal_object_name() {
+        let nanos = 1_764_000_000_000_000_000_i128;
+        assert_eq!(event_name("gpu", nanos), format!("gpu.{nanos:x}"));
+        let longest = format!("{}.{}", "a".repeat(200), "b-c".repeat(17));
+        assert_eq!(longest.len(), 252);
+        for name in [
+            longest.as_str(),
+            &"x".repeat(253),
+            &format!("{}.-z", "y".repeat(234)),
+        ] {
+            let event = event_name(name, nanos);
+            assert!(event.len() <= 253, "{} characters", event.len());
+            assert!(event.starts_with(&name[..200]));
+            let (prefix, _) = event.rsplit_once('.').unwrap();
+            assert!(
+                prefix.ends_with(|c: char| c.is_ascii_alphanumeric()),
+                "{prefix}"
+            );
+        }
     }
 
     #[test]

@@ -9,27 +9,29 @@ pub mod credentials;
 pub mod events;
 pub mod status;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 use tokio::sync::mpsc;
 
-use crate::metrics::{Metrics, ResultLabels};
-use crate::poller::{Poller, ResourceKey, Target};
+use crate::compshare::Disposition;
+use crate::metrics::{Metrics, ResultLabels, WriteLabels};
+use crate::poller::{Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
-    CompShareInstance, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, PAUSED_ANNOTATION, REFRESH_ANNOTATION,
+    CompShareInstance, CompShareInstanceStatus, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL,
+    PAUSED_ANNOTATION, REFRESH_ANNOTATION,
 };
 use credentials::{CredentialsPolicy, CredentialsResolver, ResolveError};
 use status::{Inputs, Situation};
@@ -56,7 +58,9 @@ pub struct Context {
     client: kube::Client,
     poller: Poller,
     credentials: Arc<CredentialsResolver>,
-    recorder: Recorder,
+    events: events::Publisher,
+    /// Resources whose last status write was refused and reported (see `report_refused_write`).
+    refused: Mutex<HashSet<ResourceKey>>,
     metrics: Arc<Metrics>,
     settings: Settings,
 }
@@ -68,16 +72,17 @@ impl Context {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: settings.reporter_instance.clone(),
-        };
         Context {
             credentials: Arc::new(CredentialsResolver::new(
                 client.clone(),
                 settings.credentials.clone(),
             )),
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Publisher::new(
+                client.clone(),
+                FIELD_MANAGER,
+                settings.reporter_instance.as_deref(),
+            ),
+            refused: Mutex::default(),
             client,
             poller,
             metrics,
@@ -199,6 +204,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
     let key = key_of(resource);
     if resource.metadata.deletion_timestamp.is_some() {
         ctx.poller.forget(&key);
+        ctx.refused.lock().expect("refused lock").remove(&key);
         return Ok(Action::await_change());
     }
     let interval = poll_interval(resource, ctx.settings.default_poll_interval);
@@ -209,13 +215,18 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
         ctx.poller.forget(&key);
         (Situation::Paused, Action::await_change())
     } else {
-        match ctx.credentials.resolve(resource).await {
+        // Secrets are not watched (that would need rights to read every Secret): a resource
+        // stalled on its credentials reads its Secret afresh each time it is checked again.
+        match ctx
+            .credentials
+            .resolve(resource, stalled_on_credentials(resource))
+            .await
+        {
             Err(ResolveError::Kube(e)) => return Err(e.into()),
             Err(ResolveError::Problem(p)) => {
                 ctx.poller.forget(&key);
                 problem = p;
-                // Secrets are not watched (that would need rights to read every Secret), so a
-                // fixed Secret is noticed by checking again at the poll interval.
+                // A fixed Secret is noticed by checking again at the poll interval.
                 (
                     Situation::CredentialsProblem(&problem),
                     Action::requeue(jittered(interval)),
@@ -236,16 +247,25 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
                     .status
                     .as_ref()
                     .and_then(|s| s.last_handled_refresh.as_deref());
-                if let Some(token) = resource.refresh_request().filter(|t| Some(*t) != handled) {
-                    ctx.poller.refresh(&key, token);
+                if let Some(token) = resource.refresh_request()
+                    && Some(&*token) != handled
+                {
+                    ctx.poller.refresh(&key, &token);
                 }
                 observation = ctx.poller.observation(&key);
-                // Nothing to do until the observation or the resource changes (or a credentials
-                // Secret does: see `CredentialsResolver::rotations`).
-                (
-                    Situation::Watched(observation.as_deref()),
-                    Action::await_change(),
-                )
+                // Checked again at the poll interval, as no Secret is watched: a key pair the
+                // cloud rejected (until it is fixed), and the connection Secret (restored if
+                // deleted or edited). Otherwise nothing is done until the observation or the
+                // resource changes, or a credentials Secret does (`CredentialsResolver::rotations`).
+                let rejected = observation.as_ref().is_some_and(|o| {
+                    matches!(&o.outcome, Outcome::Failed(e) if e.disposition() == Disposition::CredentialsRejected)
+                });
+                let next = if rejected || resource.spec.write_connection_secret_to_ref.is_some() {
+                    Action::requeue(jittered(interval))
+                } else {
+                    Action::await_change()
+                };
+                (Situation::Watched(observation.as_deref()), next)
             }
         }
     };
@@ -271,41 +291,107 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
         return Ok(next);
     }
 
-    let api: Api<CompShareInstance> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let patch = serde_json::json!({
-        "apiVersion": CompShareInstance::api_version(&()),
-        "kind": CompShareInstance::kind(&()),
-        "status": desired,
-    });
-    match api
-        .patch_status(
-            &key.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
-        Ok(_) => ctx.metrics.record_write("status"),
+    match apply_status(ctx, &key, &desired).await {
+        Ok(_) => {
+            ctx.metrics.record_write("status");
+            ctx.refused.lock().expect("refused lock").remove(&key);
+        }
         // Deleted meanwhile: its watch event will follow.
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
+        // Refused (admission, validation, size): retried by the error policy, and said once.
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 413 | 422) => {
+            ctx.metrics
+                .kube_write_refusals
+                .get_or_create(&WriteLabels { kind: "status" })
+                .inc();
+            if ctx
+                .refused
+                .lock()
+                .expect("refused lock")
+                .insert(key.clone())
+            {
+                report_refused_write(ctx, resource, &s.message).await;
+            }
+            return Err(kube::Error::Api(s).into());
+        }
         Err(e) => return Err(e.into()),
     }
 
     let reference = resource.object_ref(&());
     for transition in events::transitions(resource.status.as_ref(), &desired) {
-        let event = Event {
-            type_: transition.type_,
-            reason: transition.reason,
-            note: Some(transition.note),
-            action: "Observe".to_owned(),
-            secondary: None,
-        };
-        match ctx.recorder.publish(&event, &reference).await {
+        match ctx.events.publish(&transition, "Observe", &reference).await {
             Ok(()) => ctx.metrics.record_write("event"),
             Err(error) => tracing::warn!(resource = %key, %error, "could not publish an event"),
         }
     }
     Ok(next)
+}
+
+/// Says that the apiserver refuses the status the operator computed: in `Stalled`, added to the
+/// status as it is stored (which the apiserver may still take, the refused change being left
+/// out), or else in a warning event. It is applied like every status, by the same field manager,
+/// so the next status that lands removes it.
+async fn report_refused_write(ctx: &Context, resource: &CompShareInstance, refusal: &str) {
+    let key = key_of(resource);
+    let message = format!(
+        "The apiserver refuses the status the operator observed ({refusal}); the status shown is older than the last observation"
+    );
+    let stalled = Condition {
+        type_: status::STALLED.to_owned(),
+        status: "True".to_owned(),
+        reason: status::STATUS_WRITE_REFUSED.to_owned(),
+        message: message.clone(),
+        observed_generation: resource.status.as_ref().and_then(|s| s.observed_generation),
+        last_transition_time: Time(jiff::Timestamp::now()),
+    };
+    let mut stored = resource.status.clone().unwrap_or_default();
+    stored.conditions.retain(|c| c.type_ != status::STALLED);
+    stored.conditions.push(stalled);
+    if apply_status(ctx, &key, &stored).await.is_ok() {
+        ctx.metrics.record_write("status");
+        return;
+    }
+    let transition = events::Transition {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: status::STATUS_WRITE_REFUSED.to_owned(),
+        note: message,
+    };
+    match ctx
+        .events
+        .publish(&transition, "Observe", &resource.object_ref(&()))
+        .await
+    {
+        Ok(()) => ctx.metrics.record_write("event"),
+        Err(error) => tracing::warn!(resource = %key, %error, "could not publish an event"),
+    }
+}
+
+/// Applies `status` (server-side apply by the operator's field manager: fields it wrote before
+/// and leaves out now are removed).
+async fn apply_status(
+    ctx: &Context,
+    key: &ResourceKey,
+    status: &CompShareInstanceStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<CompShareInstance> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": CompShareInstance::api_version(&()),
+        "kind": CompShareInstance::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &key.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Whether the status says the resource's credentials are what stops it.
+fn stalled_on_credentials(resource: &CompShareInstance) -> bool {
+    status::condition(resource.status.as_ref(), status::STALLED)
+        .is_some_and(|c| credentials::REASONS.contains(&c.reason.as_str()))
 }
 
 fn error_policy(resource: Arc<CompShareInstance>, error: &Error, _ctx: Arc<Context>) -> Action {

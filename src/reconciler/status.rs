@@ -48,6 +48,8 @@ const FALSE: &str = "False";
 const UNKNOWN: &str = "Unknown";
 
 const AWAITING: &str = "AwaitingFirstObservation";
+/// `Stalled` when the apiserver keeps refusing the status the operator computes.
+pub const STATUS_WRITE_REFUSED: &str = "StatusWriteRefused";
 
 /// States in which the instance is on its way somewhere (kstatus: in progress).
 const TRANSITIONAL_STATES: [&str; 6] = [
@@ -137,12 +139,28 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
         Situation::Watched(Some(o)) if observed && passing_failure(o) => status.observed_generation,
         Situation::Watched(Some(o)) => Some(o.generation),
     };
+    // Facts observed for another spec may describe another lookup (another region, project or
+    // zone): they go, and only what was observed for this one is shown.
+    let respecified = generation != status.observed_generation;
+    if respecified {
+        status = CompShareInstanceStatus {
+            conditions: std::mem::take(&mut status.conditions),
+            last_handled_refresh: status.last_handled_refresh.take(),
+            connection_secret_name: status.connection_secret_name.take(),
+            ..CompShareInstanceStatus::default()
+        };
+    }
     status.observed_generation = generation;
     let mut conditions = Conditions {
         list: std::mem::take(&mut status.conditions),
         generation,
         now: inputs.now,
     };
+    // Reported by a refused write (see `reconciler::report_refused_write`); any write that is
+    // computed here and lands clears it.
+    conditions
+        .list
+        .retain(|c| !(c.type_ == STALLED && c.reason == STATUS_WRITE_REFUSED));
 
     match inputs.situation {
         Situation::Paused => {
@@ -152,9 +170,16 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
                 "Observation is paused by the compshare.ucloud.cn/paused annotation",
             );
             conditions.clear(RECONCILING);
-            // A resource paused before its first observation says so in every condition.
+            // Paused before an observation of this spec: nothing is known of it.
             for kind in [READY, RUNNING, SYNCED] {
-                conditions.set_if_absent(kind, UNKNOWN, "Paused", "Observation is paused");
+                if respecified || !conditions.has(kind) {
+                    conditions.set(
+                        kind,
+                        UNKNOWN,
+                        "Paused",
+                        "Observation is paused, and this spec has not been observed",
+                    );
+                }
             }
         }
         Situation::CredentialsProblem(problem) => {
@@ -162,7 +187,9 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
             conditions.clear(RECONCILING);
             conditions.set(SYNCED, FALSE, problem.reason, &problem.message);
             conditions.set(READY, FALSE, problem.reason, &problem.message);
-            conditions.set_if_absent(RUNNING, UNKNOWN, problem.reason, &problem.message);
+            if respecified || !conditions.has(RUNNING) {
+                conditions.set(RUNNING, UNKNOWN, problem.reason, &problem.message);
+            }
             conditions.raise(STALLED, problem.reason, &problem.message);
         }
         Situation::Watched(None) => conditions.clear(PAUSED),
@@ -184,6 +211,7 @@ pub fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
         .list
         .sort_by_key(|c| CONDITION_ORDER.iter().position(|t| *t == c.type_));
     status.conditions = conditions.list;
+    bound(&mut status);
     status
 }
 
@@ -210,12 +238,20 @@ fn apply_observation(
             let message = format!("DescribeCompShareInstance failed: {error}");
             conditions.set(SYNCED, FALSE, failure_reason(error), &message);
         }
-        _ => conditions.set(
-            SYNCED,
-            TRUE,
-            "Observed",
-            "The last DescribeCompShareInstance call succeeded",
-        ),
+        _ => {
+            let mut message = "The last DescribeCompShareInstance call succeeded".to_owned();
+            if let Some(i) = observation
+                .instance
+                .as_ref()
+                .filter(|i| !i.dropped_fields.is_empty())
+            {
+                message.push_str(&format!(
+                    "; fields of the instance with a shape the operator cannot read were left out: {}",
+                    i.dropped_fields.join(", ")
+                ));
+            }
+            conditions.set(SYNCED, TRUE, "Observed", &message);
+        }
     }
 
     let state = status.state.clone();
@@ -228,9 +264,7 @@ fn apply_observation(
                 conditions.set(RUNNING, FALSE, problem.reason, &problem.message);
             }
             (_, Some(state)) => set_running(conditions, state),
-            (_, None) => {
-                conditions.set_if_absent(RUNNING, UNKNOWN, problem.reason, &problem.message);
-            }
+            (_, None) => conditions.set(RUNNING, UNKNOWN, problem.reason, &problem.message),
         }
         return;
     }
@@ -361,7 +395,9 @@ fn failure_reason(error: &CallError) -> &'static str {
         (Disposition::Transient, CallError::Timeout(_)) => "Timeout",
         (Disposition::Transient, CallError::Transport(_)) => "Unreachable",
         (Disposition::Transient, CallError::Malformed(_)) => "MalformedAnswer",
-        (Disposition::Transient, CallError::Http { .. }) => "HTTPError",
+        (Disposition::Transient, CallError::Http { .. } | CallError::Redirect { .. }) => {
+            "HTTPError"
+        }
         (Disposition::Transient, CallError::Api { .. }) => "CloudError",
     }
 }
@@ -373,6 +409,93 @@ fn state_reason(state: &str) -> String {
         None => "StateUnknown".to_owned(),
         Some(c) if c.is_ascii_digit() => format!("State{reason}"),
         Some(_) => reason,
+    }
+}
+
+/// Bounds of what goes into status from the API's answer and the cloud's messages, so that no
+/// answer can make a status too large to store (etcd refuses requests over 1.5 MiB).
+mod limits {
+    /// Condition messages (the cloud's own message included).
+    pub const MESSAGE: usize = 1024;
+    /// Condition reasons (from a state, which is free text).
+    pub const REASON: usize = 128;
+    /// Short facts: state, zone, types, addresses, user, GPU model.
+    pub const SHORT: usize = 128;
+    /// Long facts: names, the SSH command, software URLs, image and OS names.
+    pub const LONG: usize = 1024;
+    /// Entries of `addresses` and of `softwares`.
+    pub const ENTRIES: usize = 32;
+}
+
+/// Cuts `text` to `max` bytes, marking the cut.
+fn cut<S: From<String> + std::ops::Deref<Target = str>>(text: &mut S, max: usize) {
+    const MARK: &str = "…[truncated]";
+    if text.len() > max {
+        let kept = crate::resource::prefix(text, max - MARK.len());
+        *text = S::from(format!("{kept}{MARK}"));
+    }
+}
+
+fn cut_opt<S: From<String> + std::ops::Deref<Target = str>>(text: &mut Option<S>, max: usize) {
+    if let Some(text) = text {
+        cut(text, max);
+    }
+}
+
+/// Applies [`limits`] to a status.
+fn bound(status: &mut CompShareInstanceStatus) {
+    use limits::{ENTRIES, LONG, MESSAGE, REASON, SHORT};
+    for c in &mut status.conditions {
+        cut(&mut c.message, MESSAGE);
+        if c.reason.len() > REASON {
+            // A reason must stay a bare identifier: shortened without a mark.
+            c.reason = crate::resource::prefix(&c.reason, REASON).to_owned();
+        }
+    }
+    cut_opt(&mut status.state, SHORT);
+    cut_opt(&mut status.public_ip, SHORT);
+    status.addresses.truncate(ENTRIES);
+    for a in &mut status.addresses {
+        cut(&mut a.address, SHORT);
+    }
+    if let Some(ssh) = &mut status.ssh {
+        cut(&mut ssh.command, LONG);
+        cut_opt(&mut ssh.user, SHORT);
+        cut(&mut ssh.host, LONG);
+        cut(&mut ssh.address, LONG);
+    }
+    for text in [
+        &mut status.instance_name,
+        &mut status.last_handled_refresh,
+        &mut status.connection_secret_name,
+    ] {
+        cut_opt(text, LONG);
+    }
+    for text in [
+        &mut status.zone,
+        &mut status.machine_type,
+        &mut status.instance_type,
+        &mut status.charge_type,
+    ] {
+        cut_opt(text, SHORT);
+    }
+    if let Some(gpu) = &mut status.gpu {
+        cut_opt(&mut gpu.type_, SHORT);
+        cut(&mut gpu.summary, SHORT);
+    }
+    if let Some(image) = &mut status.image {
+        cut_opt(&mut image.id, LONG);
+        cut_opt(&mut image.name, LONG);
+        cut_opt(&mut image.type_, SHORT);
+    }
+    if let Some(os) = &mut status.os {
+        cut_opt(&mut os.name, LONG);
+        cut_opt(&mut os.type_, SHORT);
+    }
+    status.softwares.truncate(ENTRIES);
+    for software in &mut status.softwares {
+        cut(&mut software.name, SHORT);
+        cut(&mut software.url, LONG);
     }
 }
 
@@ -541,12 +664,6 @@ impl Conditions<'_> {
         }
     }
 
-    fn set_if_absent(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
-        if !self.has(type_) {
-            self.set(type_, status, reason, message);
-        }
-    }
-
     /// Sets an abnormal-true condition (present only while True).
     fn raise(&mut self, type_: &str, reason: &str, message: &str) {
         self.set(type_, TRUE, reason, message);
@@ -647,6 +764,7 @@ mod tests {
                 name: "JupyterLab".into(),
                 url: "https://117.50.1.2:8888".into(),
             }],
+            dropped_fields: Vec::new(),
         }
     }
 
@@ -1074,6 +1192,90 @@ mod tests {
         see(&mut r, "Running", 100);
         let json = serde_json::to_string(&r.status).unwrap();
         assert!(!json.contains("c2VjcmV0LXB3") && !json.contains("secret-pw"));
+    }
+
+    #[test]
+    fn facts_observed_for_another_spec_are_dropped() {
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
+        // spec.region edited: the instance is not in the new region, and the poller keeps no
+        // instance observed for the old spec.
+        r.metadata.generation = Some(2);
+        let gone = observed(&r, Outcome::NotFound, None);
+        step(&mut r, Situation::Watched(Some(&gone)), 200);
+        let s = r.status.as_ref().unwrap();
+        assert_eq!(s.observed_generation, Some(2));
+        assert!(s.state.is_none() && s.addresses.is_empty() && s.ssh.is_none());
+        assert_eq!(cond(&r, STALLED), (TRUE, "NotFound", 200));
+        // Paused with a new spec: nothing is known of it either.
+        r.metadata.generation = Some(3);
+        step(&mut r, Situation::Paused, 300);
+        assert_eq!(cond(&r, READY), (UNKNOWN, "Paused", 300));
+        assert_eq!(cond(&r, RUNNING), (UNKNOWN, "Paused", 300));
+    }
+
+    #[test]
+    fn fields_left_out_of_an_odd_answer_are_named_in_synced() {
+        let mut r = created(1);
+        let mut i = instance("Running");
+        i.softwares.clear();
+        i.dropped_fields = vec!["Softwares"];
+        let o = observed(&r, Outcome::Found, Some(i));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let synced = condition(r.status.as_ref(), SYNCED).unwrap();
+        assert_eq!(synced.status, TRUE);
+        assert!(
+            synced.message.ends_with("left out: Softwares"),
+            "{}",
+            synced.message
+        );
+    }
+
+    #[test]
+    fn an_oversized_answer_gives_a_bounded_status() {
+        let mut r = created(1);
+        let mut i = instance(&"Hibernating".repeat(10_000));
+        i.name = "n".repeat(1 << 20).into();
+        i.ssh_login_command = format!("ssh root@{} -p 22", "h".repeat(100_000)).into();
+        i.ip_set = (0..10_000)
+            .map(|n| IpInfo {
+                ip: format!("10.0.{}.{}", n / 256, n % 256).into(),
+                r#type: "Private".into(),
+            })
+            .collect();
+        i.softwares = (0..10_000)
+            .map(|n| Software {
+                name: format!("app-{n}").into(),
+                url: format!("https://{}", "u".repeat(10_000)).into(),
+            })
+            .collect();
+        let o = observed(&r, Outcome::Found, Some(i));
+        step(&mut r, Situation::Watched(Some(&o)), 100);
+        let s = r.status.as_ref().unwrap();
+        let size = serde_json::to_string(s).unwrap().len();
+        assert!(size < 64 << 10, "{size} bytes");
+        assert!(s.instance_name.as_ref().unwrap().ends_with("…[truncated]"));
+        assert!(s.state.as_ref().unwrap().ends_with("…[truncated]"));
+        assert_eq!(s.addresses.len(), 32);
+        assert_eq!(s.softwares.len(), 32);
+        let ready = condition(r.status.as_ref(), READY).unwrap();
+        assert!(ready.reason.len() <= 128 && ready.message.len() <= 1024);
+        // Computing it again changes nothing: no write.
+        assert_eq!(compute(&r, Situation::Watched(Some(&o)), 200), *s);
+    }
+
+    #[test]
+    fn bracketed_and_bare_ipv6_hosts_read_the_same() {
+        for command in ["ssh root@[2001:db8::1] -p 22", "ssh root@2001:db8::1"] {
+            let mut r = created(1);
+            let mut i = instance("Running");
+            i.ssh_login_command = command.into();
+            let o = observed(&r, Outcome::Found, Some(i));
+            step(&mut r, Situation::Watched(Some(&o)), 100);
+            let ssh = r.status.as_ref().unwrap().ssh.clone().unwrap();
+            assert_eq!(ssh.host, "2001:db8::1", "{command}");
+            assert_eq!(ssh.address, "[2001:db8::1]:22", "{command}");
+        }
     }
 
     #[test]

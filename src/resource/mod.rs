@@ -2,6 +2,7 @@
 //! GitOps tools and other controllers. Field names are stable; every field is documented so that
 //! `kubectl explain compshareinstance.spec` and `.status` are useful.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use compact_str::CompactString;
@@ -14,6 +15,7 @@ use kube::core::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// `"true"` stops polling the resource until the annotation is removed or set to anything else.
 pub const PAUSED_ANNOTATION: &str = "compshare.ucloud.cn/paused";
@@ -412,14 +414,34 @@ impl CompShareInstance {
             .is_some_and(|v| v == "true")
     }
 
-    /// The current refresh request, if any.
-    pub fn refresh_request(&self) -> Option<&str> {
-        self.metadata
+    /// The current refresh request, if any, as it is recorded in `status.lastHandledRefresh`:
+    /// verbatim up to [`MAX_REFRESH_VALUE`] bytes; a longer value is cut short and marked with a
+    /// digest of the whole, so that different long values stay different.
+    pub fn refresh_request(&self) -> Option<Cow<'_, str>> {
+        let value = self
+            .metadata
             .annotations
             .as_ref()?
-            .get(REFRESH_ANNOTATION)
-            .map(String::as_str)
+            .get(REFRESH_ANNOTATION)?;
+        if value.len() <= MAX_REFRESH_VALUE {
+            return Some(Cow::Borrowed(value));
+        }
+        let digest = hex::encode(&Sha256::digest(value.as_bytes())[..8]);
+        let kept = prefix(value, MAX_REFRESH_VALUE - 30);
+        Some(Cow::Owned(format!("{kept}…sha256:{digest}")))
     }
+}
+
+/// The longest refresh value recorded verbatim (see [`CompShareInstance::refresh_request`]).
+pub const MAX_REFRESH_VALUE: usize = 128;
+
+/// The longest prefix of `text` that has at most `max` bytes and ends on a character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The status the apiserver gives every resource the operator has not observed yet (the CRD's

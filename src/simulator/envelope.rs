@@ -4,6 +4,7 @@
 use std::fmt::Display;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -118,6 +119,50 @@ pub(super) fn malformed(action: Option<&str>) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         body,
+    )
+        .into_response()
+}
+
+/// A redirect, as a proxy or a moved endpoint sends it.
+pub(super) fn redirect(status: u16, location: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    (status, [(header::LOCATION, location.to_owned())], "").into_response()
+}
+
+/// A 200 answer that is an HTML page, as a captive portal or a misrouted proxy sends.
+pub(super) fn html_page() -> Response {
+    let body = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in to continue.</body></html>\n";
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// A 200 envelope of `bytes` bytes (a huge padding field), streamed in chunks so that the
+/// simulator never holds it.
+pub(super) fn oversized(action: Option<&str>, bytes: u64) -> Response {
+    const CHUNK: usize = 64 << 10;
+    let head = format!(
+        r#"{{"Action": "{}", "RetCode": 0, "UHostSet": [], "Padding": ""#,
+        response_name(action)
+    );
+    let tail = "\"}";
+    let padding = bytes.saturating_sub((head.len() + tail.len()) as u64);
+    let chunks = (padding / CHUNK as u64, (padding % CHUNK as u64) as usize);
+    let filler = Bytes::from(vec![b'x'; CHUNK]);
+    let body = futures::stream::iter(
+        std::iter::once(Bytes::from(head))
+            .chain(std::iter::repeat_n(filler.clone(), chunks.0 as usize))
+            .chain(std::iter::once(filler.slice(..chunks.1)))
+            .chain(std::iter::once(Bytes::from_static(tail.as_bytes())))
+            .map(Ok::<_, std::convert::Infallible>),
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(body),
     )
         .into_response()
 }

@@ -5,11 +5,12 @@
 //! (whichever ends first), or until cleared when neither is given.
 //!
 //! Faults act in two phases of a call (see the module documentation of `simulator` for why):
-//! - before the signature is checked: `latency`, `http`, `drop`, `malformed`, `throttle`;
+//! - before the signature is checked: `latency`, `http`, `redirect`, `drop`, `malformed`, `html`,
+//!   `oversized`, `throttle`;
 //! - after it, on an otherwise successful call: `retcode`, `omit`, `retcode-as-string`.
 //!
-//! In a phase the first matching fault that replaces the answer (`http`, `drop`, `malformed`,
-//! `throttle`, `retcode`) wins; later ones are not used up. Delays of every matching fault add up
+//! In a phase the first matching fault that replaces the answer (`http`, `redirect`, `drop`,
+//! `malformed`, `html`, `oversized`, `throttle`, `retcode`) wins; later ones are not used up. Delays of every matching fault add up
 //! (`latencyMs` may be given on any kind: the answer then comes late). `omit` and
 //! `retcode-as-string` shape a successful answer, so they are used up only when no answer is
 //! replaced.
@@ -27,9 +28,15 @@ use crate::compshare::client::DESCRIBE_ACTION;
 pub(super) enum FaultKind {
     Latency,
     Http,
+    /// A 3xx answer to `location` (a proxy or a moved endpoint).
+    Redirect,
     Retcode,
     Throttle,
     Malformed,
+    /// A 200 answer that is an HTML page (a captive portal, a misrouted proxy).
+    Html,
+    /// A 200 JSON answer of `bytes` bytes, streamed.
+    Oversized,
     Drop,
     Omit,
     RetcodeAsString,
@@ -58,6 +65,10 @@ pub(super) struct FaultSpec {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +87,8 @@ pub(super) enum FaultError {
     Zero(&'static str),
     #[error("status {0} is not an HTTP error status (400-599)")]
     NotAnErrorStatus(u16),
+    #[error("status {0} is not an HTTP redirect status (300-399)")]
+    NotARedirectStatus(u16),
     #[error("retCode 0 is success, not a fault")]
     SuccessRetCode,
 }
@@ -84,8 +97,11 @@ pub(super) enum FaultError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Answer {
     Http(u16),
+    Redirect { status: u16, location: String },
     Throttle,
     Malformed,
+    Html,
+    Oversized(u64),
     Drop,
     RetCode { code: i64, message: String },
 }
@@ -157,9 +173,12 @@ impl FaultKind {
         match self {
             FaultKind::Latency => "latency",
             FaultKind::Http => "http",
+            FaultKind::Redirect => "redirect",
             FaultKind::Retcode => "retcode",
             FaultKind::Throttle => "throttle",
             FaultKind::Malformed => "malformed",
+            FaultKind::Html => "html",
+            FaultKind::Oversized => "oversized",
             FaultKind::Drop => "drop",
             FaultKind::Omit => "omit",
             FaultKind::RetcodeAsString => "retcode-as-string",
@@ -178,7 +197,14 @@ impl FaultSpec {
                 Ok(())
             }
         };
-        check_not_given(self.status.is_some(), "status", FaultKind::Http)?;
+        if self.status.is_some() && !matches!(self.kind, FaultKind::Http | FaultKind::Redirect) {
+            return Err(FaultError::NotApplicable {
+                kind,
+                field: "status",
+            });
+        }
+        check_not_given(self.location.is_some(), "location", FaultKind::Redirect)?;
+        check_not_given(self.bytes.is_some(), "bytes", FaultKind::Oversized)?;
         check_not_given(self.ret_code.is_some(), "retCode", FaultKind::Retcode)?;
         check_not_given(self.message.is_some(), "message", FaultKind::Retcode)?;
         check_not_given(self.ids.is_some(), "ids", FaultKind::Omit)?;
@@ -207,8 +233,20 @@ impl FaultSpec {
                         .unwrap_or_else(|| format!("Simulated error {code}")),
                 }),
             },
+            FaultKind::Redirect => match self.status.unwrap_or(302) {
+                status @ 300..=399 => Effect::Answer(Answer::Redirect {
+                    status,
+                    location: self.location.clone().ok_or(missing("location"))?,
+                }),
+                status => return Err(FaultError::NotARedirectStatus(status)),
+            },
             FaultKind::Throttle => Effect::Answer(Answer::Throttle),
             FaultKind::Malformed => Effect::Answer(Answer::Malformed),
+            FaultKind::Html => Effect::Answer(Answer::Html),
+            FaultKind::Oversized => match self.bytes.ok_or(missing("bytes"))? {
+                0 => return Err(FaultError::Zero("bytes")),
+                bytes => Effect::Answer(Answer::Oversized(bytes)),
+            },
             FaultKind::Drop => Effect::Answer(Answer::Drop),
             FaultKind::Omit => match &self.ids {
                 Some(ids) if !ids.is_empty() => Effect::Omit(ids.iter().cloned().collect()),
@@ -224,7 +262,13 @@ impl Effect {
         match self {
             Effect::Delay
             | Effect::Answer(
-                Answer::Http(_) | Answer::Throttle | Answer::Malformed | Answer::Drop,
+                Answer::Http(_)
+                | Answer::Redirect { .. }
+                | Answer::Throttle
+                | Answer::Malformed
+                | Answer::Html
+                | Answer::Oversized(_)
+                | Answer::Drop,
             ) => Phase::BeforeVerification,
             Effect::Answer(Answer::RetCode { .. }) | Effect::Omit(_) | Effect::NumbersAsStrings => {
                 Phase::AfterVerification
@@ -389,6 +433,31 @@ mod tests {
         assert_eq!(
             error(json!({"kind": "retcode", "retCode": 0})),
             FaultError::SuccessRetCode
+        );
+        assert_eq!(
+            error(json!({"kind": "redirect", "status": 301})),
+            FaultError::Missing {
+                kind: "redirect",
+                field: "location"
+            }
+        );
+        assert_eq!(
+            error(json!({"kind": "redirect", "status": 404, "location": "/"})),
+            FaultError::NotARedirectStatus(404)
+        );
+        assert_eq!(
+            error(json!({"kind": "oversized"})),
+            FaultError::Missing {
+                kind: "oversized",
+                field: "bytes"
+            }
+        );
+        assert_eq!(
+            error(json!({"kind": "html", "bytes": 10})),
+            FaultError::NotApplicable {
+                kind: "html",
+                field: "bytes"
+            }
         );
         assert_eq!(
             error(json!({"kind": "omit", "ids": []})),

@@ -28,7 +28,8 @@ const THROTTLED: (i64, &str) = (153, "Request too frequent, please try again lat
 
 /// What became of one call.
 struct Outcome {
-    /// The counters' label: `"<RetCode>"`, `"http_<status>"`, `"dropped"` or `"malformed"`.
+    /// The counters' label: `"<RetCode>"`, `"http_<status>"`, `"dropped"`, `"malformed"`,
+    /// `"html"` or `"oversized"`.
     result: String,
     /// `None`: close the connection without answering.
     response: Option<Response>,
@@ -52,6 +53,15 @@ impl Outcome {
         }
     }
 
+    /// A 200 answer that is not the envelope, counted as `result`.
+    fn broken(result: &str, response: Response) -> Outcome {
+        Outcome {
+            result: result.to_owned(),
+            response: Some(response),
+            ids_requested: 0,
+        }
+    }
+
     fn http(status: u16, response: Response) -> Outcome {
         Outcome {
             result: format!("http_{status}"),
@@ -65,11 +75,14 @@ impl Outcome {
             Answer::Http(status) => Outcome::http(status, envelope::http_error(status)),
             Answer::Throttle => Outcome::api(action, ApiError::new(THROTTLED.0, THROTTLED.1)),
             Answer::RetCode { code, message } => Outcome::api(action, ApiError::new(code, message)),
-            Answer::Malformed => Outcome {
-                result: "malformed".to_owned(),
-                response: Some(envelope::malformed(action)),
-                ids_requested: 0,
-            },
+            Answer::Redirect { status, location } => {
+                Outcome::http(status, envelope::redirect(status, &location))
+            }
+            Answer::Malformed => Outcome::broken("malformed", envelope::malformed(action)),
+            Answer::Html => Outcome::broken("html", envelope::html_page()),
+            Answer::Oversized(bytes) => {
+                Outcome::broken("oversized", envelope::oversized(action, bytes))
+            }
             Answer::Drop => Outcome {
                 result: "dropped".to_owned(),
                 response: None,
