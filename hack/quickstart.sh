@@ -17,8 +17,9 @@ say "Building the control plane binaries (cached after the first time)"
 bins=$(testbed/build.sh)
 kubectl="$bins/kubectl"
 say "Building compshare-operator"
-cargo build --quiet --package compshare-operator --package compshare-testbed --bins
+cargo build --quiet --package compshare-operator --package compshare-simulator --package compshare-testbed --bins
 operator=target/debug/compshare-operator
+simulator=target/debug/compshare-simulator
 
 work=$(mktemp -d)
 pids=()
@@ -41,7 +42,7 @@ eval "$(cat "$work/up.out")"
 
 sim_port=$(free_port)
 say "Starting the CompShare simulator on 127.0.0.1:$sim_port (built-in sample instances)"
-"$operator" simulate --listen "127.0.0.1:$sim_port" >"$work/simulator.log" 2>&1 &
+"$simulator" --listen "127.0.0.1:$sim_port" >"$work/simulator.log" 2>&1 &
 pids+=($!)
 
 say "Installing the CRD, a credentials Secret and sample resources in namespace demo"

@@ -2,7 +2,7 @@
 //! host, a port that is not 0).
 #![no_main]
 
-use compshare_operator::compshare::ssh::parse_login_command;
+use compshare_api::parse_login_command;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,0 +1,859 @@
+//! Scale benchmark: the operator against a real kube-apiserver and etcd (the test bed) and the
+//! simulator, at N resources, side by side with the per-object polling every peer operator does.
+//!
+//! For each scenario (N, accounts × regions, mode) and run, on a fresh control plane: create N
+//! resources with simulator instances behind them, start the operator, and measure
+//! - the time until every resource is `Synced=True` with the right state;
+//! - in steady state: cloud calls per poll interval (the simulator's counters), status writes and
+//!   events per interval (the operator's metrics, and the apiserver's own as a check), CPU seconds
+//!   per interval;
+//! - resident memory of the operator, peak and steady;
+//! - the time from a state change in the simulator to that resource's status (median and p99).
+//!
+//! ```text
+//! cargo bench --bench scale                      # the full benchmark; writes BENCHMARKS.md
+//! cargo bench --bench scale -- --sizes 1000 --runs 1 --modes batched
+//! cargo bench --bench scale -- --smoke           # N = 100 once; fails if a target is missed
+//! ```
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use compshare_api::DESCRIBE_ACTION;
+use compshare_operator::resource::CompShareInstance;
+use compshare_simulator::{AdminClient, Fixture, Simulator};
+use compshare_test_support::{Operator, OperatorBuilder, apiserver_writes};
+use compshare_testbed::{ControlPlane, Options};
+use futures::{StreamExt, TryStreamExt};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+#[derive(Debug, Parser)]
+#[command(about = "Scale benchmark of compshare-operator")]
+struct Args {
+    /// Numbers of resources, one account and region.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    sizes: Vec<usize>,
+    /// Numbers of resources spread over 3 accounts × 2 regions (none: `--spread-sizes` alone).
+    #[arg(long, value_delimiter = ',', default_value = "1000", num_args = 0..)]
+    spread_sizes: Vec<usize>,
+    /// Runs of each scenario (medians are reported).
+    #[arg(long, default_value = "3")]
+    runs: usize,
+    /// The resources' poll interval.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Steady-state intervals measured.
+    #[arg(long, default_value = "3")]
+    steady_intervals: u32,
+    /// State changes timed for the change-to-status latency.
+    #[arg(long, default_value = "200")]
+    changes: usize,
+    #[arg(long, value_delimiter = ',', default_value = "batched,per-object")]
+    modes: Vec<Mode>,
+    /// Where to write the report (Markdown).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+    /// N = 100 once, batched only, no report; exits non-zero when calls per interval exceed
+    /// ⌈N/100⌉, a new resource costs more than one status write, or anything is written in
+    /// steady state.
+    #[arg(long)]
+    smoke: bool,
+    /// Extra environment of the operator, KEY=VALUE (for experiments such as allocator settings).
+    #[arg(long)]
+    operator_env: Vec<String>,
+    /// Run the operator under this program (e.g. `heaptrack`), split on spaces.
+    #[arg(long)]
+    operator_wrapper: Option<String>,
+    /// Keep everything running this long after the measurements (to inspect the operator by hand).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    hold: Option<Duration>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Batched,
+    PerObject,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Batched => "batched",
+            Mode::PerObject => "per-object",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Scenario {
+    n: usize,
+    accounts: usize,
+    regions: usize,
+    mode: Mode,
+}
+
+impl Scenario {
+    fn groups(&self) -> usize {
+        self.accounts * self.regions
+    }
+
+    /// Calls per interval the design promises: ⌈n/100⌉ per group; one per resource per object.
+    fn expected_calls(&self) -> f64 {
+        match self.mode {
+            Mode::PerObject => self.n as f64,
+            Mode::Batched => (0..self.groups())
+                .map(|g| members_of_group(self.n, self.groups(), g).div_ceil(100))
+                .sum::<usize>() as f64,
+        }
+    }
+}
+
+fn members_of_group(n: usize, groups: usize, g: usize) -> usize {
+    n / groups + usize::from(g < n % groups)
+}
+
+#[derive(Clone, Debug, Default)]
+struct Measurement {
+    sync_seconds: f64,
+    calls_per_interval: f64,
+    operator_status_writes: f64,
+    operator_events: f64,
+    apiserver_status_writes: f64,
+    apiserver_events: f64,
+    cpu_sync_seconds: f64,
+    cpu_per_interval: f64,
+    rss_peak_mib: f64,
+    rss_steady_mib: f64,
+    latency_median: f64,
+    latency_p99: f64,
+    latency_max: f64,
+    /// Status writes during the sync, as the apiserver counts them: one per new resource (its
+    /// first observation).
+    sync_status_writes: f64,
+    /// Status writes per second the apiserver takes from a plain client (server-side apply, 16 at
+    /// once, as the operator writes): the ceiling of any operator's sync rate on this machine.
+    apiserver_write_rate: f64,
+}
+
+const REGIONS: [&str; 2] = ["cn-wlcb", "cn-sh2"];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let mut scenarios = Vec::new();
+    if args.smoke {
+        scenarios.push(Scenario {
+            n: 100,
+            accounts: 1,
+            regions: 1,
+            mode: Mode::Batched,
+        });
+    } else {
+        for mode in &args.modes {
+            for &n in &args.sizes {
+                scenarios.push(Scenario {
+                    n,
+                    accounts: 1,
+                    regions: 1,
+                    mode: *mode,
+                });
+            }
+            for &n in &args.spread_sizes {
+                scenarios.push(Scenario {
+                    n,
+                    accounts: 3,
+                    regions: 2,
+                    mode: *mode,
+                });
+            }
+        }
+    }
+    let runs = if args.smoke { 1 } else { args.runs };
+
+    let mut results: Vec<(Scenario, Vec<Measurement>)> = Vec::new();
+    for scenario in scenarios {
+        let mut measurements = Vec::new();
+        for run in 1..=runs {
+            eprintln!(
+                "== N={} groups={} mode={} run {run}/{runs}",
+                scenario.n,
+                scenario.groups(),
+                scenario.mode.name()
+            );
+            let m = run_scenario(scenario, &args).await;
+            eprintln!("   {m:?}");
+            measurements.push(m);
+        }
+        results.push((scenario, measurements));
+    }
+
+    if args.smoke {
+        let (scenario, measurements) = &results[0];
+        let m = &measurements[0];
+        let mut failures = Vec::new();
+        // Counting whole intervals can catch one slot early at the window's edge.
+        let allowed = scenario.expected_calls() + 1.0 / f64::from(args.steady_intervals);
+        if m.calls_per_interval > allowed + 1e-9 {
+            failures.push(format!(
+                "{} cloud calls per interval, more than ⌈N/100⌉ = {}",
+                m.calls_per_interval,
+                scenario.expected_calls()
+            ));
+        }
+        if m.sync_status_writes != scenario.n as f64 {
+            failures.push(format!(
+                "{} status writes to sync {} new resources, not one each",
+                m.sync_status_writes, scenario.n
+            ));
+        }
+        for (what, value) in [
+            ("status writes (operator)", m.operator_status_writes),
+            ("events (operator)", m.operator_events),
+            ("status writes (apiserver)", m.apiserver_status_writes),
+            ("events (apiserver)", m.apiserver_events),
+        ] {
+            if value != 0.0 {
+                failures.push(format!("{value} {what} per interval in steady state"));
+            }
+        }
+        println!("{}", table(&results, args.interval));
+        if !failures.is_empty() {
+            eprintln!("smoke benchmark failed:\n- {}", failures.join("\n- "));
+            std::process::exit(1);
+        }
+        eprintln!("smoke benchmark passed");
+        return;
+    }
+
+    let report = report(&results, &args);
+    println!("{report}");
+    // The analysis below the marker is written by people; a new run replaces only the figures.
+    let analysis = std::fs::read_to_string(&args.output)
+        .ok()
+        .and_then(|old| old.find(ANALYSIS_MARKER).map(|at| old[at..].to_owned()))
+        .unwrap_or_default();
+    std::fs::write(&args.output, report + &analysis).expect("write the report");
+}
+
+/// Where the generated part of the report ends and the hand-written analysis begins.
+const ANALYSIS_MARKER: &str =
+    "<!-- analysis: kept by the benchmark when it rewrites the figures -->";
+
+async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
+    let interval = args.interval;
+    let control_plane = tokio::task::spawn_blocking(|| ControlPlane::start(Options::default()))
+        .await
+        .unwrap()
+        .expect("a control plane");
+    compshare_test_support::install_crd(&control_plane).await;
+    let client = control_plane.client().await;
+    let namespace = control_plane.create_namespace("scale").await.unwrap();
+    let api: Api<CompShareInstance> = Api::namespaced(client.clone(), &namespace);
+
+    // The simulator, with N running instances spread over the groups.
+    let accounts: Vec<(String, String)> = (0..scenario.accounts)
+        .map(|a| {
+            (
+                format!("bench-public-{a}"),
+                format!("bench-private-{a}-0123456789"),
+            )
+        })
+        .collect();
+    let group_of = |i: usize| {
+        (
+            i % scenario.accounts,
+            (i / scenario.accounts) % scenario.regions,
+        )
+    };
+    let instances: Vec<Value> = (0..scenario.n)
+        .map(|i| {
+            let (account, region) = group_of(i);
+            let mut instance = compshare_test_support::running(
+                &uhost(i),
+                &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+            );
+            instance["Region"] = json!(REGIONS[region]);
+            instance["Owner"] = json!(accounts[account].0);
+            instance
+        })
+        .collect();
+    let fixture = accounts
+        .iter()
+        .fold(Fixture::builder(), |f, (public, private)| {
+            f.account(public, private)
+        })
+        .instances(instances)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let simulator = Simulator::start(listener, fixture);
+    let admin = AdminClient::new(&simulator.endpoint());
+
+    // Credentials, then the resources.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &namespace);
+    for (a, (public, private)) in accounts.iter().enumerate() {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("keys-{a}")},
+            "stringData": {"publicKey": public, "privateKey": private},
+        }))
+        .unwrap();
+        secrets
+            .patch(
+                &format!("keys-{a}"),
+                &PatchParams::apply("bench"),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+    let interval_text = humantime::format_duration(interval)
+        .to_string()
+        .replace(' ', "");
+    create_all(
+        &api,
+        (0..scenario.n).map(|i| {
+            let (account, region) = group_of(i);
+            serde_json::from_value(json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "metadata": {"name": name(i)},
+                "spec": {
+                    "uhostId": uhost(i), "region": REGIONS[region],
+                    "credentialsRef": {"name": format!("keys-{account}")},
+                    "pollInterval": interval_text,
+                },
+            }))
+            .unwrap()
+        }),
+    )
+    .await;
+
+    let apiserver_write_rate = apiserver_write_rate(&control_plane, scenario.n.min(2000)).await;
+    let tracker = Tracker::start(
+        api.clone(),
+        (0..scenario.n).map(|i| (name(i), "Running".to_owned())),
+    );
+    let logs = tempfile::tempdir().unwrap();
+    admin.reset_counters().await.unwrap();
+    let mut builder = OperatorBuilder::new(
+        &simulator.endpoint(),
+        &control_plane.kubeconfig_path(),
+        logs.path(),
+    )
+    .namespace(&namespace)
+    .log_filter("info")
+    .arg("--account-calls-per-minute")
+    .arg("1000000")
+    .arg("--account-burst")
+    .arg("100000");
+    if scenario.mode == Mode::PerObject {
+        builder = builder.arg("--per-object-polling");
+    }
+    if let Some(wrapper) = &args.operator_wrapper {
+        let words: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
+        builder = builder.wrapper(&words);
+    }
+    for pair in &args.operator_env {
+        let (key, value) = pair.split_once('=').expect("--operator-env KEY=VALUE");
+        builder = builder.env(key, value);
+    }
+    let writes_before = apiserver_writes(&client, "compshareinstances", Some("status")).await;
+    let started = Instant::now();
+    let operator = builder.start().await;
+    eprintln!("   operator pid {}", operator.pid());
+    let sync_timeout = Duration::from_secs(600);
+    tracker.wait_all(sync_timeout).await;
+    let sync_seconds = started.elapsed().as_secs_f64();
+    let cpu_sync = cpu_seconds(operator.pid());
+    let sync_status_writes =
+        apiserver_writes(&client, "compshareinstances", Some("status")).await - writes_before;
+
+    // Steady state: settle one interval, then count whole intervals.
+    tokio::time::sleep(interval).await;
+    let before = Snapshot::take(&admin, &operator, &client).await;
+    tokio::time::sleep(interval * args.steady_intervals).await;
+    let after = Snapshot::take(&admin, &operator, &client).await;
+    let per_interval = |a: f64, b: f64| (b - a) / f64::from(args.steady_intervals);
+    let (rss_peak, rss_steady) = memory_mib(operator.pid());
+
+    // Change-to-status latency: flip instances to Stopped at random moments over two intervals.
+    let changes = args.changes.min(scenario.n);
+    let mut changed_at = HashMap::new();
+    let spacing = (interval * 2) / changes.max(1) as u32;
+    for c in 0..changes {
+        let i = c * scenario.n / changes;
+        tracker.expect(&name(i), "Stopped");
+        changed_at.insert(name(i), Instant::now());
+        admin
+            .patch_instance(&uhost(i), json!({"State": "Stopped"}))
+            .await
+            .unwrap();
+        tokio::time::sleep(spacing.mul_f64(rand_unit() * 2.0)).await;
+    }
+    tracker
+        .wait_all(interval * 4 + Duration::from_secs(30))
+        .await;
+    let mut latencies: Vec<f64> = changed_at
+        .iter()
+        .map(|(name, at)| {
+            tracker
+                .reached(name)
+                .expect("reached")
+                .duration_since(*at)
+                .as_secs_f64()
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+
+    if let Some(hold) = args.hold {
+        eprintln!(
+            "   holding for {hold:?}; KUBECONFIG={}",
+            control_plane.kubeconfig_path().display()
+        );
+        tokio::time::sleep(hold).await;
+    }
+    drop(operator);
+    drop(simulator);
+    tokio::task::spawn_blocking(move || control_plane.stop())
+        .await
+        .unwrap();
+
+    Measurement {
+        sync_seconds,
+        calls_per_interval: per_interval(before.calls, after.calls),
+        operator_status_writes: per_interval(before.operator_status, after.operator_status),
+        operator_events: per_interval(before.operator_events, after.operator_events),
+        apiserver_status_writes: per_interval(before.apiserver_status, after.apiserver_status),
+        apiserver_events: per_interval(before.apiserver_events, after.apiserver_events),
+        cpu_sync_seconds: cpu_sync,
+        cpu_per_interval: per_interval(before.cpu, after.cpu),
+        rss_peak_mib: rss_peak,
+        rss_steady_mib: rss_steady,
+        latency_median: percentile(&latencies, 0.5),
+        latency_p99: percentile(&latencies, 0.99),
+        latency_max: latencies.last().copied().unwrap_or(0.0),
+        sync_status_writes,
+        apiserver_write_rate,
+    }
+}
+
+/// Writes one status to each of `count` fresh resources, 16 at once, as fast as the apiserver takes
+/// them; returns writes per second.
+async fn apiserver_write_rate(control_plane: &ControlPlane, count: usize) -> f64 {
+    let namespace = control_plane.create_namespace("ceiling").await.unwrap();
+    let api: Api<CompShareInstance> = Api::namespaced(control_plane.client().await, &namespace);
+    create_all(
+        &api,
+        (0..count).map(|i| {
+            serde_json::from_value(json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "metadata": {"name": name(i)},
+                "spec": {"uhostId": uhost(i), "region": "cn-wlcb"},
+            }))
+            .unwrap()
+        }),
+    )
+    .await;
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let status = json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "status": {"state": "Running", "conditions": [{
+                    "type": "Ready", "status": "True", "reason": "Running",
+                    "message": "The instance is Running", "observedGeneration": 1,
+                    "lastTransitionTime": "2026-11-26T00:00:00Z",
+                }]},
+            });
+            async move {
+                api.patch_status(
+                    &name(i),
+                    &PatchParams::apply("ceiling").force(),
+                    &Patch::Apply(&status),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+        .expect("write the statuses");
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Creates the objects, 32 at once.
+async fn create_all(
+    api: &Api<CompShareInstance>,
+    objects: impl Iterator<Item = CompShareInstance>,
+) {
+    futures::stream::iter(objects)
+        .map(|object| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<()>()
+        .await
+        .expect("create the resources");
+}
+
+fn name(i: usize) -> String {
+    format!("gpu-{i:05}")
+}
+
+fn uhost(i: usize) -> String {
+    format!("uhost-{i:05}")
+}
+
+fn rand_unit() -> f64 {
+    use rand::Rng;
+    rand::rng().random_range(0.0..1.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Follows the resources' status through a watch and records when each first shows the expected
+/// state while `Synced=True`.
+struct Tracker {
+    state: Arc<Mutex<TrackerState>>,
+    changed: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct TrackerState {
+    /// What each resource should show, and when it first did (since it was expected).
+    expected: HashMap<String, (String, Option<Instant>)>,
+    /// The latest state seen of each synced resource.
+    seen: HashMap<String, String>,
+}
+
+impl Tracker {
+    fn start(
+        api: Api<CompShareInstance>,
+        expected: impl Iterator<Item = (String, String)>,
+    ) -> Tracker {
+        let state = Arc::new(Mutex::new(TrackerState {
+            expected: expected.map(|(n, s)| (n, (s, None))).collect(),
+            seen: HashMap::new(),
+        }));
+        let changed = Arc::new(Notify::new());
+        let (s, c) = (state.clone(), changed.clone());
+        tokio::spawn(async move {
+            let mut events = watcher(api, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(o)) = events.next().await {
+                let Some(status) = &o.status else { continue };
+                let synced = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Synced" && c.status == "True");
+                let (Some(name), Some(observed)) = (o.metadata.name.clone(), status.state.clone())
+                else {
+                    continue;
+                };
+                if !synced {
+                    continue;
+                }
+                let mut state = s.lock().unwrap();
+                if let Some((want, reached)) = state.expected.get_mut(&name)
+                    && *want == observed
+                    && reached.is_none()
+                {
+                    *reached = Some(Instant::now());
+                }
+                state.seen.insert(name, observed.to_string());
+                drop(state);
+                c.notify_waiters();
+            }
+        });
+        Tracker { state, changed }
+    }
+
+    fn expect(&self, name: &str, state: &str) {
+        let mut s = self.state.lock().unwrap();
+        let reached = (s.seen.get(name).map(String::as_str) == Some(state)).then(Instant::now);
+        s.expected
+            .insert(name.to_owned(), (state.to_owned(), reached));
+    }
+
+    fn reached(&self, name: &str) -> Option<Instant> {
+        self.state.lock().unwrap().expected.get(name)?.1
+    }
+
+    async fn wait_all(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            let missing = {
+                let s = self.state.lock().unwrap();
+                s.expected.values().filter(|(_, r)| r.is_none()).count()
+            };
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing} resources did not reach their state in {timeout:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+}
+
+/// Counters read before and after the steady-state window.
+struct Snapshot {
+    calls: f64,
+    operator_status: f64,
+    operator_events: f64,
+    apiserver_status: f64,
+    apiserver_events: f64,
+    cpu: f64,
+}
+
+impl Snapshot {
+    async fn take(admin: &AdminClient, operator: &Operator, client: &kube::Client) -> Snapshot {
+        Snapshot {
+            calls: admin.counters().await.unwrap().calls(DESCRIBE_ACTION) as f64,
+            operator_status: operator
+                .metric("compshare_kube_writes_total{kind=\"status\"}")
+                .await,
+            operator_events: operator
+                .metric("compshare_kube_writes_total{kind=\"event\"}")
+                .await,
+            apiserver_status: apiserver_writes(client, "compshareinstances", Some("status")).await,
+            apiserver_events: apiserver_writes(client, "events", None).await,
+            cpu: cpu_seconds(operator.pid()),
+        }
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), i.e. 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: a plain sysconf query.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// (peak, current) resident memory of a process, in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0)
+}
+
+/// The simulator's admin interface.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+fn medians(ms: &[Measurement]) -> Measurement {
+    let m = |f: fn(&Measurement) -> f64| median(ms.iter().map(f));
+    Measurement {
+        sync_seconds: m(|x| x.sync_seconds),
+        calls_per_interval: m(|x| x.calls_per_interval),
+        operator_status_writes: m(|x| x.operator_status_writes),
+        operator_events: m(|x| x.operator_events),
+        apiserver_status_writes: m(|x| x.apiserver_status_writes),
+        apiserver_events: m(|x| x.apiserver_events),
+        cpu_sync_seconds: m(|x| x.cpu_sync_seconds),
+        cpu_per_interval: m(|x| x.cpu_per_interval),
+        rss_peak_mib: m(|x| x.rss_peak_mib),
+        rss_steady_mib: m(|x| x.rss_steady_mib),
+        latency_median: m(|x| x.latency_median),
+        latency_p99: m(|x| x.latency_p99),
+        latency_max: m(|x| x.latency_max),
+        sync_status_writes: m(|x| x.sync_status_writes),
+        apiserver_write_rate: m(|x| x.apiserver_write_rate),
+    }
+}
+
+fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| N | groups | mode | runs | time to sync (s) | calls / interval (design) | status writes / interval (operator, apiserver) | events / interval (operator, apiserver) | RSS peak / steady (MiB) | CPU s: sync, per interval | change → status (s): median, p99, max | status writes during sync, per s (apiserver ceiling) |"
+    );
+    let _ = writeln!(
+        out,
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (s, ms) in results {
+        let m = medians(ms);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} | {:.1} ({}) | {}, {} | {}, {} | {:.1} / {:.1} | {:.2}, {:.3} | {:.2}, {:.2}, {:.2} | {}, {:.0}/s ({:.0}/s) |",
+            s.n,
+            s.groups(),
+            s.mode.name(),
+            ms.len(),
+            m.sync_seconds,
+            m.calls_per_interval,
+            s.expected_calls(),
+            m.operator_status_writes,
+            m.apiserver_status_writes,
+            m.operator_events,
+            m.apiserver_events,
+            m.rss_peak_mib,
+            m.rss_steady_mib,
+            m.cpu_sync_seconds,
+            m.cpu_per_interval,
+            m.latency_median,
+            m.latency_p99,
+            m.latency_max,
+            m.sync_status_writes,
+            m.sync_status_writes / m.sync_seconds,
+            m.apiserver_write_rate,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPoll interval {}; medians over the runs.",
+        humantime::format_duration(interval)
+    );
+    out
+}
+
+fn ratios(results: &[(Scenario, Vec<Measurement>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| N | groups | calls / interval | time to sync | RSS peak | RSS steady | CPU per interval | change → status p99 |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (s, ms) in results.iter().filter(|(s, _)| s.mode == Mode::PerObject) {
+        let Some((_, batched)) = results
+            .iter()
+            .find(|(b, _)| b.mode == Mode::Batched && b.n == s.n && b.groups() == s.groups())
+        else {
+            continue;
+        };
+        let (p, b) = (medians(ms), medians(batched));
+        let ratio = |x: f64, y: f64| {
+            if y > 0.0 {
+                format!("{:.1}×", x / y)
+            } else {
+                "–".to_owned()
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.n,
+            s.groups(),
+            ratio(p.calls_per_interval, b.calls_per_interval),
+            ratio(p.sync_seconds, b.sync_seconds),
+            ratio(p.rss_peak_mib, b.rss_peak_mib),
+            ratio(p.rss_steady_mib, b.rss_steady_mib),
+            ratio(p.cpu_per_interval, b.cpu_per_interval),
+            ratio(p.latency_p99, b.latency_p99),
+        );
+    }
+    out
+}
+
+fn report(results: &[(Scenario, Vec<Measurement>)], args: &Args) -> String {
+    let machine = machine();
+    let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC");
+    let command = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "# Benchmarks\n\n\
+         Generated by `cargo bench --bench scale{}{command}` ([crates/operator/benches/scale.rs](crates/operator/benches/scale.rs)) on {date}.\n\n\
+         Machine: {machine}.\n\n\
+         Each run starts a fresh control plane (etcd and kube-apiserver of the test bed), creates N\n\
+         resources with simulator instances behind them, starts the operator (release build), and\n\
+         measures: time until every resource is `Synced=True` with the right state; in steady state\n\
+         (after one settling interval, over {} intervals) cloud calls (the simulator's counters),\n\
+         status writes and events (the operator's `compshare_kube_writes_total`, and the\n\
+         apiserver's `apiserver_request_total` as a check) and CPU seconds of the operator; its\n\
+         resident memory (peak: `VmHWM`, steady: `VmRSS`); and the time from a state change in\n\
+         the simulator to the resource's status, over {} changes spread over two intervals.\n\
+         `per-object` is the comparison mode (`--per-object-polling`): one call per resource per\n\
+         interval, as every peer operator polls.\n\n\
+         ## Results\n\n{}\n\
+         ## Per-object mode relative to batched (same machine, same runs)\n\n{}\n",
+        if command.is_empty() { "" } else { " -- " },
+        args.steady_intervals,
+        args.changes,
+        table(results, args.interval),
+        ratios(results),
+    )
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cpus} CPUs ({model}), {mem_gib:.0} GiB, Linux")
+}

@@ -1,0 +1,73 @@
+//! compshare-operator: CompShare GPU instances as Kubernetes resources.
+//!
+//! The public surface is the resource ([`resource`]: the `CompShareInstance` types and the CRD)
+//! and the command line ([`Cli`], [`main`]). Inside, each module keeps to its room:
+//!
+//! - `poller`: batched, budgeted observation of instances; knows nothing of Kubernetes.
+//! - `reconciler`: turns observations into status, conditions, events and connection Secrets.
+//! - `leadership`: the leader election on a Lease.
+//! - `operator`: wires the CompShare client (`compshare-api`), the poller, the controller and the
+//!   HTTP endpoints together, from the configuration the command line gives (`config`).
+//! - `metrics`, `server`, `telemetry`, `shutdown`: what every run needs around it.
+
+mod cli;
+mod config;
+mod leadership;
+mod metrics;
+mod operator;
+mod poller;
+mod reconciler;
+pub mod resource;
+mod server;
+mod shutdown;
+mod telemetry;
+
+pub use cli::Cli;
+
+/// Runs a parsed command line to its end.
+pub fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let config = config::Config::from(*args);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(operator::run(config))
+        }
+        cli::Command::Crd => {
+            print!("{}", resource::crd_yaml());
+            Ok(())
+        }
+    }
+}
+
+/// For the fuzz targets (`cargo fuzz` builds with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use crate::poller::{Observation, Outcome};
+    use crate::reconciler::status::{Inputs, Situation, desired};
+    use crate::resource::{CompShareInstance, CompShareInstanceStatus};
+
+    /// The status the operator writes for `resource` when an answer holds `instance`.
+    pub fn status_for(
+        resource: &CompShareInstance,
+        instance: compshare_api::Instance,
+    ) -> CompShareInstanceStatus {
+        let observation = Observation {
+            instance: Some(Arc::new(instance)),
+            outcome: Outcome::Found,
+            refresh: None,
+            generation: resource.metadata.generation.unwrap_or_default(),
+        };
+        desired(Inputs {
+            resource,
+            situation: Situation::Watched(Some(&observation)),
+            connection_problem: None,
+            connection_secret: None,
+            now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! `compshare-operator run`: wires the CompShare client, the poller, the controller and the HTTP
+//! endpoints together, takes part in the leader election, and stops everything on SIGTERM or
+//! Ctrl-C (releasing the lease, so another replica takes over at once).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::FutureExt;
+use futures::future::Either;
+
+use crate::config::Config;
+use crate::leadership::{Leadership, LeaseSettings};
+use crate::metrics::Metrics;
+use crate::poller::Poller;
+use crate::reconciler::{self, Context};
+use crate::server::{self, Readiness};
+use crate::shutdown;
+
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let cloud = compshare_api::Client::new(&config.client)?;
+    let kube = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    if config.per_object_polling {
+        tracing::warn!(
+            "per-object polling: one API call per resource per interval (comparison mode)"
+        );
+    }
+    tracing::info!(
+        endpoint = %config.client.endpoint,
+        namespace = config.reconciler.namespace.as_deref().unwrap_or("(all)"),
+        default_poll_interval = ?config.reconciler.default_poll_interval,
+        "starting compshare-operator"
+    );
+
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = shutdown::signal().shared();
+    let readiness = Readiness::default();
+    // The endpoints stop with the operation, whether it was asked to or failed: a process that
+    // no longer reconciles must exit rather than keep answering its probes.
+    let (operation_ended, ended) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind(config.metrics_address)
+        .await
+        .with_context(|| format!("listening on {}", config.metrics_address))?;
+    let http = tokio::spawn(server::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        futures::future::select(shutdown.clone(), ended).map(|_| ()),
+    ));
+    let parts = Parts {
+        cloud,
+        kube,
+        metrics,
+        readiness,
+    };
+    let outcome = match &config.lease {
+        Some(lease) => lead(&config, lease, parts, shutdown).await,
+        None => operate(&config, parts, shutdown).await,
+    };
+    drop(operation_ended);
+    http.await?.context("metrics server")?;
+    tracing::info!("stopped");
+    outcome
+}
+
+/// What the controller is built from.
+#[derive(Clone)]
+struct Parts {
+    cloud: compshare_api::Client,
+    kube: kube::Client,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+/// Waits to lead, operates while leading, and releases the lease on shutdown. A replica that
+/// stops leading (its lease was taken, or it could not renew it in time because it is cut off
+/// from the apiserver) stops polling and waits to lead again, keeping its process.
+async fn lead(
+    config: &Config,
+    lease: &LeaseSettings,
+    parts: Parts,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + Unpin + 'static,
+) -> anyhow::Result<()> {
+    let mut leadership = Leadership::join(parts.kube.clone(), lease)
+        .await
+        .with_context(|| {
+            format!(
+                "joining the leader election on Lease {}/{}",
+                lease.namespace, lease.name
+            )
+        })?;
+    loop {
+        parts.readiness.set(true);
+        tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting to lead");
+        tokio::select! {
+            () = shutdown.clone() => break,
+            () = leadership.acquired() => {}
+        }
+        tracing::info!(identity = %lease.identity, "leading");
+        parts.readiness.set(false);
+        let stop = futures::future::select(shutdown.clone(), Box::pin(leadership.lost()));
+        let operated = operate(config, parts.clone(), stop.map(|_| ())).await;
+        if operated.is_err() || shutdown.clone().now_or_never().is_some() {
+            leadership.release().await;
+            return operated;
+        }
+        tracing::warn!(identity = %lease.identity, "stopped leading: the lease was taken or could not be renewed in time");
+    }
+    leadership.release().await;
+    Ok(())
+}
+
+/// Runs the poller and the controller until `stop` resolves. A controller that ends on its own
+/// is an error: the process must not live on (healthy to its probes) without reconciling.
+async fn operate(
+    config: &Config,
+    parts: Parts,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let Parts {
+        cloud,
+        kube,
+        metrics,
+        readiness,
+    } = parts;
+    let (poller, changes) = Poller::new(cloud, config.poller, metrics.clone());
+    metrics.set_gauge_source(Some(Arc::new(poller.clone())));
+    metrics.leader.set(1);
+    let ctx = Arc::new(Context::new(
+        kube,
+        poller.clone(),
+        metrics.clone(),
+        config.reconciler.clone(),
+    ));
+    let stop = stop.shared();
+    let controller = std::pin::pin!(reconciler::run(ctx, changes, readiness, stop.clone()));
+    let finishing = match futures::future::select(controller, stop.clone()).await {
+        Either::Left(((), _)) => None,
+        Either::Right(((), controller)) => Some(controller),
+    };
+    // Polling stops as soon as this replica is told to stop, not when the reconciles in flight
+    // are done: one cut off from the apiserver may take a while, and another replica may be
+    // leading by then.
+    poller.stop();
+    metrics.set_gauge_source(None);
+    metrics.leader.set(0);
+    if let Some(controller) = finishing {
+        controller.await;
+    }
+    anyhow::ensure!(
+        stop.peek().is_some(),
+        "the controller stopped without being asked to"
+    );
+    Ok(())
+}

@@ -1,0 +1,576 @@
+//! One poll group: the instances of one account, region and project, observed together by a
+//! single task that makes one call at a time.
+//!
+//! The schedule is kept by instance id, not by resource: several resources naming one machine
+//! (in one namespace or many) cost one id in one call per interval, at the shortest of their poll
+//! intervals, and every one of them gets its own observation from the answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use compact_str::CompactString;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use super::budget::Budget;
+use super::observation::{Observation, Outcome};
+use super::refreshes::{Handling, REFRESH_SPACING, RefreshShares};
+use super::schedule::{Inserted, Page, Schedule};
+use super::{GroupKey, Key, ResourceKey, Target};
+use crate::metrics::{BackoffLabels, Metrics};
+use compshare_api::{
+    CallError, Client, Credentials, DescribeRequest, DescribeResponse, Disposition, Instance,
+};
+use compshare_api::{DESCRIBE_ACTION, MAX_IDS_PER_CALL};
+
+/// An instance id.
+type Id = CompactString;
+
+/// What a group shares with its task.
+pub(super) struct Group {
+    pub key: GroupKey,
+    state: Mutex<GroupState>,
+    notify: Notify,
+    credentials: Credentials,
+    budget: Arc<Budget>,
+    refreshes: Arc<RefreshShares>,
+}
+
+struct GroupState {
+    schedule: Schedule<Id>,
+    /// The resources naming each instance id.
+    ids: HashMap<Id, Vec<Key>>,
+    members: HashMap<Key, Member>,
+    /// Refreshes waiting for the end of their resource's refresh spacing.
+    deferred: Vec<(Instant, Key)>,
+    last_success: Option<Instant>,
+    backoff_policy: ExponentialBuilder,
+    backoff: ExponentialBackoff,
+    backoff_until: Option<Instant>,
+    rng: StdRng,
+}
+
+struct Member {
+    uhost_id: Id,
+    zone: Option<String>,
+    generation: i64,
+    interval: Duration,
+    observation: Option<Arc<Observation>>,
+    /// A refresh request waiting for the next call that includes this member.
+    pending_refresh: Option<String>,
+    /// When a refresh of this member was last polled right away.
+    refreshed_at: Option<Instant>,
+}
+
+/// What the task needs beyond its group.
+pub(super) struct Wiring {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub wake: mpsc::UnboundedSender<ResourceKey>,
+}
+
+/// A group's members, for the gauges.
+pub(super) struct GroupGauges {
+    pub members: usize,
+    /// The state each member's instance was last seen in (`None` before the first).
+    pub states: Vec<Option<CompactString>>,
+    pub since_last_success: Option<Duration>,
+}
+
+impl Group {
+    pub(super) fn new(
+        key: GroupKey,
+        credentials: Credentials,
+        budget: Arc<Budget>,
+        refreshes: Arc<RefreshShares>,
+        schedule: Schedule<Id>,
+        backoff_policy: ExponentialBuilder,
+    ) -> Self {
+        Group {
+            key,
+            state: Mutex::new(GroupState {
+                schedule,
+                ids: HashMap::new(),
+                members: HashMap::new(),
+                deferred: Vec::new(),
+                last_success: None,
+                backoff_policy,
+                backoff: backoff_policy.build(),
+                backoff_until: None,
+                rng: StdRng::from_os_rng(),
+            }),
+            notify: Notify::new(),
+            credentials,
+            budget,
+            refreshes,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.state.lock().expect("group lock")
+    }
+
+    /// Adds or updates a member, and wakes the task when it has something new to do.
+    pub(super) fn upsert(&self, key: &Key, target: &Target) {
+        let now = Instant::now();
+        let id = Id::from(target.uhost_id.as_str());
+        let mut guard = self.state();
+        let state = &mut *guard;
+        // The id is immutable in the CRD; one changed behind its back is a new member.
+        if state.members.get(key).is_some_and(|m| m.uhost_id != id) {
+            state.remove(key, &self.refreshes, now);
+        }
+        let woken = match state.members.get_mut(key) {
+            Some(member) => {
+                // A new spec is answered by an observation made for it, right away (a changed
+                // zone also changes what the answer means).
+                let respecified =
+                    member.generation != target.generation || member.zone != target.zone;
+                member.zone.clone_from(&target.zone);
+                member.generation = target.generation;
+                member.interval = target.interval;
+                let moved = state.reschedule(&id, now);
+                if respecified {
+                    state.schedule.mark_urgent(&id, now);
+                }
+                respecified || moved
+            }
+            None => {
+                state.members.insert(
+                    key.clone(),
+                    Member {
+                        uhost_id: id.clone(),
+                        zone: target.zone.clone(),
+                        generation: target.generation,
+                        interval: target.interval,
+                        observation: None,
+                        pending_refresh: None,
+                        refreshed_at: None,
+                    },
+                );
+                state.ids.entry(id.clone()).or_default().push(key.clone());
+                self.refreshes.join(&key.namespace);
+                state.reschedule(&id, now);
+                // Its first observation is owed at once, even when the id is polled already.
+                state.schedule.mark_urgent(&id, now);
+                true
+            }
+        };
+        drop(guard);
+        if woken {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Removes a member; returns whether the group is now empty.
+    pub(super) fn remove(&self, key: &ResourceKey) -> bool {
+        let mut state = self.state();
+        state.remove(key, &self.refreshes, Instant::now());
+        state.members.is_empty()
+    }
+
+    /// Asks for an observation that will carry `token` (see `refreshes` for when it is made).
+    /// `None` when there is nothing new to do: the token is already answered or pending.
+    pub(super) fn refresh(&self, key: &ResourceKey, token: &str) -> Option<Handling> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let member = state.members.get_mut(key)?;
+        let answered = member
+            .observation
+            .as_ref()
+            .is_some_and(|o| o.refresh.as_deref() == Some(token));
+        if answered || member.pending_refresh.as_deref() == Some(token) {
+            return None;
+        }
+        let already_waiting = member.pending_refresh.is_some();
+        member.pending_refresh = Some(token.to_owned());
+        let spaced_until = member
+            .refreshed_at
+            .map(|at| at + REFRESH_SPACING)
+            .filter(|until| now < *until);
+        let handling = if already_waiting {
+            // A newer value while one waits merges into it.
+            Handling::Merged
+        } else if let Some(until) = spaced_until {
+            let key = Arc::clone(state.members.get_key_value(key)?.0);
+            state.deferred.push((until, key));
+            Handling::Deferred
+        } else {
+            state.urgent_refresh(key, &self.refreshes, now)
+        };
+        drop(state);
+        if handling != Handling::Merged {
+            self.notify.notify_one();
+        }
+        Some(handling)
+    }
+
+    pub(super) fn observation(&self, key: &ResourceKey) -> Option<Arc<Observation>> {
+        self.state().members.get(key)?.observation.clone()
+    }
+
+    pub(super) fn gauges(&self) -> GroupGauges {
+        let state = self.state();
+        GroupGauges {
+            members: state.members.len(),
+            states: state
+                .members
+                .values()
+                .map(|m| {
+                    let instance = m.observation.as_ref()?.instance.as_ref()?;
+                    Some(instance.state.clone())
+                })
+                .collect(),
+            since_last_success: state.last_success.map(|t| t.elapsed()),
+        }
+    }
+}
+
+impl GroupState {
+    /// Schedules `id` at the shortest interval of the members naming it; whether that changed.
+    fn reschedule(&mut self, id: &Id, now: Instant) -> bool {
+        let interval = self
+            .ids
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.members.get(key))
+            .map(|m| m.interval)
+            .min();
+        match interval {
+            Some(interval) => {
+                self.schedule
+                    .insert(id.clone(), interval, now, &mut self.rng)
+                    != Inserted::Unchanged
+            }
+            None => {
+                self.schedule.remove(id);
+                false
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ResourceKey, refreshes: &RefreshShares, now: Instant) {
+        let Some(member) = self.members.remove(key) else {
+            return;
+        };
+        refreshes.leave(&key.namespace);
+        if let Some(keys) = self.ids.get_mut(&member.uhost_id) {
+            keys.retain(|k| **k != *key);
+            if keys.is_empty() {
+                self.ids.remove(&member.uhost_id);
+            }
+        }
+        self.reschedule(&member.uhost_id, now);
+    }
+
+    /// Polls a member's refresh right away if its namespace's share allows.
+    fn urgent_refresh(
+        &mut self,
+        key: &ResourceKey,
+        refreshes: &RefreshShares,
+        now: Instant,
+    ) -> Handling {
+        if !refreshes.admit(&key.namespace, now) {
+            return Handling::Merged;
+        }
+        let Some(member) = self.members.get_mut(key) else {
+            return Handling::Merged;
+        };
+        member.refreshed_at = Some(now);
+        let id = member.uhost_id.clone();
+        self.schedule.mark_urgent(&id, now);
+        Handling::Immediate
+    }
+
+    /// Deferred refreshes whose time has come.
+    fn release_deferred(&mut self, refreshes: &RefreshShares, now: Instant) {
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.deferred = waiting;
+        for (_, key) in due {
+            if self
+                .members
+                .get(&*key)
+                .is_some_and(|m| m.pending_refresh.is_some())
+            {
+                self.urgent_refresh(&key, refreshes, now);
+            }
+        }
+    }
+
+    fn next_deferred(&self) -> Option<Instant> {
+        self.deferred.iter().map(|(at, _)| *at).min()
+    }
+}
+
+enum Next {
+    Call(Page<Id>),
+    WaitUntil(Option<Instant>),
+}
+
+/// The group's task: waits for the next due page, spends budget, calls, and publishes what
+/// changed. Runs until aborted by the poller when the group empties.
+pub(super) async fn run(group: Arc<Group>, wiring: Arc<Wiring>) {
+    loop {
+        let next = {
+            let mut state = group.state();
+            let state = &mut *state;
+            let now = Instant::now();
+            state.release_deferred(&group.refreshes, now);
+            match state.backoff_until.filter(|until| *until > now) {
+                Some(until) => Next::WaitUntil(Some(until)),
+                None => match state.schedule.take_due(now, &mut state.rng) {
+                    Some(page) => Next::Call(page),
+                    None => Next::WaitUntil(
+                        state
+                            .schedule
+                            .next_due()
+                            .into_iter()
+                            .chain(state.next_deferred())
+                            .min(),
+                    ),
+                },
+            }
+        };
+        match next {
+            Next::WaitUntil(until) => {
+                let sleep = async {
+                    match until {
+                        Some(until) => tokio::time::sleep_until(until).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = sleep => {}
+                    () = group.notify.notified() => {}
+                }
+            }
+            Next::Call(page) => call(&group, &wiring, page).await,
+        }
+    }
+}
+
+async fn call(group: &Group, wiring: &Wiring, page: Page<Id>) {
+    // The generation each member is asked for: a spec edited during the call is answered by the
+    // next one.
+    let asked: HashMap<Key, i64> = {
+        let state = group.state();
+        page.keys
+            .iter()
+            .flat_map(|id| state.ids.get(id).into_iter().flatten())
+            .filter_map(|key| Some((key.clone(), state.members.get(key)?.generation)))
+            .collect()
+    };
+    if asked.is_empty() {
+        return;
+    }
+    let request = DescribeRequest {
+        region: group.key.region.clone(),
+        project_id: group.key.project_id.clone(),
+        // Limit defaults to 20: ask for a whole page, or ids past the 20th go missing.
+        limit: Some(MAX_IDS_PER_CALL as u32),
+        uhost_ids: page.keys.iter().map(|id| id.to_string()).collect(),
+        ..DescribeRequest::default()
+    };
+
+    let waited = group.budget.spend().await;
+    wiring
+        .metrics
+        .budget_wait_seconds
+        .observe(waited.as_secs_f64());
+    let started = Instant::now();
+    let result = wiring.client.describe(&group.credentials, &request).await;
+    wiring.metrics.record_call(
+        DESCRIBE_ACTION,
+        started.elapsed(),
+        result.as_ref().map(|_| ()),
+    );
+
+    let failure = result.as_ref().err().cloned();
+    let (changed, backoff) = {
+        let mut state = group.state();
+        state.apply(&page, &asked, result, Instant::now(), &wiring.metrics)
+    };
+    if let (Some(error), Some(delay)) = (failure, backoff) {
+        tracing::info!(
+            region = %group.key.region,
+            project = group.key.project_id.as_deref().unwrap_or(""),
+            account = %group.key.account_tag(),
+            %error,
+            ?delay,
+            "backing off before the next CompShare call of this group"
+        );
+    }
+    for key in changed {
+        // The receiver lives as long as the controller; if it is gone, so is the process.
+        let _ = wiring.wake.send(ResourceKey::clone(&key));
+    }
+}
+
+/// A call's answer, by instance id.
+struct Answer {
+    found: HashMap<Id, Arc<Instance>>,
+    /// Elements that could not be read, by their id.
+    unreadable: HashMap<Id, String>,
+    /// Why an element without a readable id could not be read: any instance missing from the
+    /// answer may be that one, so none of them is reported as not found.
+    anonymous: Option<String>,
+}
+
+impl Answer {
+    fn of(response: DescribeResponse) -> Answer {
+        let mut answer = Answer {
+            found: response
+                .u_host_set
+                .into_iter()
+                .map(|i| (i.u_host_id.clone(), Arc::new(i)))
+                .collect(),
+            unreadable: HashMap::new(),
+            anonymous: None,
+        };
+        for element in response.unreadable {
+            match element.id {
+                Some(id) => {
+                    answer.unreadable.insert(id, element.problem);
+                }
+                None => answer.anonymous = Some(element.problem),
+            }
+        }
+        answer
+    }
+
+    /// What the answer says of instance `id` for a member expecting `zone`, with the instance
+    /// `last_known` before.
+    fn about(
+        &self,
+        id: &str,
+        zone: Option<&str>,
+        last_known: Option<&Arc<Instance>>,
+    ) -> (Outcome, Option<Arc<Instance>>) {
+        if let Some(seen) = self.found.get(id) {
+            // Keep the stored instance when nothing changed: the new copy is dropped with the
+            // answer instead of replacing an equal one.
+            let instance = match last_known {
+                Some(old) if **old == **seen => old.clone(),
+                _ => seen.clone(),
+            };
+            return (outcome_of(seen, zone), Some(instance));
+        }
+        let malformed = |problem: String| Outcome::Failed(CallError::Malformed(problem));
+        let outcome = if let Some(problem) = self.unreadable.get(id) {
+            malformed(problem.clone())
+        } else if let Some(problem) = &self.anonymous {
+            malformed(format!(
+                "{id} is not in the answer, which has an element that could not be read ({problem})"
+            ))
+        } else {
+            Outcome::NotFound
+        };
+        (outcome, last_known.cloned())
+    }
+}
+
+impl GroupState {
+    /// Records the result of a call for `page` (`asked`: the generation each member was asked
+    /// for); returns the members whose observation changed and the backoff chosen, if the failure
+    /// calls for one.
+    fn apply(
+        &mut self,
+        page: &Page<Id>,
+        asked: &HashMap<Key, i64>,
+        result: Result<DescribeResponse, CallError>,
+        now: Instant,
+        metrics: &Metrics,
+    ) -> (Vec<Key>, Option<Duration>) {
+        let mut backoff = None;
+        let answer = match result {
+            Ok(response) => {
+                self.last_success = Some(now);
+                self.backoff = self.backoff_policy.build();
+                self.schedule.polled(&page.keys);
+                Ok(Answer::of(response))
+            }
+            Err(error) if error.is_retryable() => {
+                let delay = self.backoff.next().unwrap_or(Duration::from_secs(60));
+                self.backoff_until = Some(now + delay);
+                let reason = match error.disposition() {
+                    Disposition::Throttled => "throttled",
+                    _ => "transient",
+                };
+                metrics
+                    .cloud_backoffs
+                    .get_or_create(&BackoffLabels { reason })
+                    .inc();
+                metrics.cloud_backoff_seconds.observe(delay.as_secs_f64());
+                backoff = Some(delay);
+                if page.urgent {
+                    self.schedule.requeue_urgent(&page.keys, now);
+                }
+                Err(error)
+            }
+            Err(error) => {
+                // Retrying cannot help (credentials, permissions, parameters): try again at the
+                // normal interval, not in a loop.
+                self.schedule.polled(&page.keys);
+                Err(error)
+            }
+        };
+
+        let mut changed = Vec::new();
+        for (key, &generation) in asked {
+            let Some(member) = self.members.get_mut(key) else {
+                continue;
+            };
+            let previous = member.observation.as_deref();
+            // What was known of the instance, as long as it was observed for this same spec:
+            // facts seen under another generation may describe another lookup.
+            let last_known = previous
+                .filter(|p| p.generation == generation)
+                .and_then(|p| p.instance.as_ref());
+            let (outcome, instance) = match &answer {
+                Ok(answer) => answer.about(&member.uhost_id, member.zone.as_deref(), last_known),
+                Err(error) => (Outcome::Failed(error.clone()), last_known.cloned()),
+            };
+            let refresh = member
+                .pending_refresh
+                .take()
+                .or_else(|| previous.and_then(|p| p.refresh.clone()));
+            let observation = Observation {
+                instance,
+                outcome,
+                refresh,
+                generation,
+            };
+            if previous != Some(&observation) {
+                if let Some(instance) = &observation.instance
+                    && !instance.dropped_fields.is_empty()
+                    && previous.and_then(|p| p.instance.as_ref()) != Some(instance)
+                {
+                    tracing::warn!(
+                        uhost_id = %instance.u_host_id,
+                        fields = ?instance.dropped_fields,
+                        "fields of the instance have a shape the operator cannot read; they are left out"
+                    );
+                }
+                member.observation = Some(Arc::new(observation));
+                changed.push(key.clone());
+            }
+        }
+        (changed, backoff)
+    }
+}
+
+fn outcome_of(instance: &Instance, zone: Option<&str>) -> Outcome {
+    match zone {
+        Some(zone) if !instance.zone.is_empty() && instance.zone != zone => Outcome::ZoneMismatch {
+            actual: instance.zone.to_string(),
+        },
+        _ => Outcome::Found,
+    }
+}

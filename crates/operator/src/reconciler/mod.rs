@@ -1,0 +1,420 @@
+//! The Kubernetes side: watches `CompShareInstance` resources, registers them with the poller, and
+//! turns observations into status, conditions, events and connection Secrets.
+//!
+//! A resource is reconciled when it changes (spec, pause or refresh annotations) and when the
+//! poller announces that its observation changed; never on a timer that would rewrite status.
+
+mod connection;
+pub(crate) mod credentials;
+mod events;
+mod reasons;
+pub(crate) mod status;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::metrics::{Metrics, ResultLabels, WriteLabels};
+use crate::poller::{Outcome, Poller, ResourceKey, Target};
+use crate::resource::{
+    CompShareInstance, CompShareInstanceStatus, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL,
+    PAUSED_ANNOTATION, REFRESH_ANNOTATION,
+};
+use crate::server::Readiness;
+use compshare_api::Disposition;
+use credentials::{CredentialsPolicy, CredentialsResolver, ResolveError};
+use reasons::Reason;
+use status::{Inputs, Situation};
+
+/// The field manager of everything the operator writes (server-side apply).
+pub(crate) const FIELD_MANAGER: &str = "compshare-operator";
+
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// Watch only this namespace; all when `None`.
+    pub namespace: Option<String>,
+    pub default_poll_interval: Duration,
+    /// Reconciliations at once.
+    pub concurrency: u16,
+    /// How often a healthy resource's credentials are read again, to pick up a rotated key.
+    pub credentials_recheck: Duration,
+    pub credentials: CredentialsPolicy,
+    /// Names this operator instance in events.
+    pub reporter_instance: Option<String>,
+    /// When a failed reconciliation is tried again (jittered).
+    pub retry_after_error: Duration,
+}
+
+/// What every reconciliation shares.
+pub(crate) struct Context {
+    client: kube::Client,
+    poller: Poller,
+    credentials: Arc<CredentialsResolver>,
+    events: events::Publisher,
+    /// Resources whose last status write was refused and reported (see `report_refused_write`).
+    refused: Mutex<HashSet<ResourceKey>>,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+}
+
+impl Context {
+    pub(crate) fn new(
+        client: kube::Client,
+        poller: Poller,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Self {
+        Context {
+            credentials: Arc::new(CredentialsResolver::new(
+                client.clone(),
+                settings.credentials.clone(),
+            )),
+            events: events::Publisher::new(
+                client.clone(),
+                FIELD_MANAGER,
+                settings.reporter_instance.as_deref(),
+            ),
+            refused: Mutex::default(),
+            client,
+            poller,
+            metrics,
+            settings,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Runs the controller until `shutdown` resolves. `changes` is the poller's announcement channel;
+/// `readiness` is set once the first list of resources has arrived.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    changes: mpsc::UnboundedReceiver<ResourceKey>,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<CompShareInstance> = match &ctx.settings.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let (store, writer) = reflector::store();
+
+    let poller = ctx.poller.clone();
+    let known = store.clone();
+    let resources = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(keep_what_is_read)
+        .reflect(writer)
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(o)) => {
+                poller.sync(&key_of(o), None, None);
+            }
+            // After a (re-)list: forget resources deleted while the watch was down. The first
+            // also makes the operator ready. (Not `Store::wait_until_ready`: it wakes only one
+            // of its waiters, and the controller is already one.)
+            Ok(watcher::Event::InitDone) => {
+                poller.retain(|key| {
+                    known
+                        .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                        .is_some()
+                });
+                readiness.set(true);
+            }
+            _ => {}
+        })
+        .applied_objects()
+        // Our own status writes need no reconciliation: only spec, annotations and deletion do.
+        .predicate_filter(reconcile_inputs, Default::default());
+
+    let observed = futures::stream::unfold(changes, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|key| (ObjectRef::new(&key.name).within(&key.namespace), rx))
+    });
+
+    let concurrency = ctx.settings.concurrency;
+    let rotations = ctx
+        .credentials
+        .clone()
+        .rotations(ctx.settings.credentials_recheck);
+    Controller::for_stream(resources, store)
+        .reconcile_on(observed)
+        .reconcile_all_on(rotations)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| std::future::ready(()))
+        .await;
+}
+
+/// Drops from cached objects what the operator never reads: managed fields (the bulk of each
+/// object), labels, and annotations other than its own (`kubectl apply` keeps a whole copy of the
+/// object in one). At 10,000 resources this is most of the cache.
+fn keep_what_is_read(o: &mut CompShareInstance) {
+    let meta = &mut o.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k == PAUSED_ANNOTATION || k == REFRESH_ANNOTATION);
+    }
+}
+
+/// What decides whether a watch event is worth a reconciliation.
+fn reconcile_inputs(o: &CompShareInstance) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    o.metadata.generation.hash(&mut h);
+    o.is_paused().hash(&mut h);
+    o.refresh_request().hash(&mut h);
+    o.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+fn key_of(o: &CompShareInstance) -> ResourceKey {
+    ResourceKey {
+        namespace: o.namespace().unwrap_or_default(),
+        name: o.name_any(),
+    }
+}
+
+async fn reconcile(resource: Arc<CompShareInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_one(&resource, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ResultLabels { result: outcome })
+        .inc();
+    result
+}
+
+async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Action, Error> {
+    let key = key_of(resource);
+    if resource.metadata.deletion_timestamp.is_some() {
+        ctx.poller.sync(&key, None, None);
+        ctx.refused.lock().expect("refused lock").remove(&key);
+        return Ok(Action::await_change());
+    }
+    let interval = poll_interval(resource, ctx.settings.default_poll_interval);
+
+    let problem;
+    let observation;
+    let (situation, next) = if resource.is_paused() {
+        ctx.poller.sync(&key, None, None);
+        (Situation::Paused, Action::await_change())
+    } else {
+        // Secrets are not watched (that would need rights to read every Secret): a resource
+        // stalled on its credentials reads its Secret afresh each time it is checked again.
+        match ctx
+            .credentials
+            .resolve(resource, stalled_on_credentials(resource))
+            .await
+        {
+            Err(ResolveError::Kube(e)) => return Err(e.into()),
+            Err(ResolveError::Problem(p)) => {
+                ctx.poller.sync(&key, None, None);
+                problem = p;
+                // A fixed Secret is noticed by checking again at the poll interval.
+                (
+                    Situation::CredentialsProblem(&problem),
+                    Action::requeue(jittered(interval)),
+                )
+            }
+            Ok(credentials) => {
+                let target = Target {
+                    credentials,
+                    region: resource.spec.region.clone(),
+                    project_id: resource.spec.project_id.clone(),
+                    uhost_id: resource.spec.uhost_id.clone(),
+                    zone: resource.spec.zone.clone(),
+                    interval,
+                    generation: resource.metadata.generation.unwrap_or_default(),
+                };
+                let handled = resource
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_refresh.as_deref());
+                let refresh = resource.refresh_request();
+                let refresh = refresh.as_deref().filter(|token| Some(*token) != handled);
+                observation = ctx.poller.sync(&key, Some(target), refresh);
+                // Checked again at the poll interval, as no Secret is watched: a key pair the
+                // cloud rejected (until it is fixed), and the connection Secret (restored if
+                // deleted or edited). Otherwise nothing is done until the observation or the
+                // resource changes, or a credentials Secret does (`CredentialsResolver::rotations`).
+                let rejected = observation.as_ref().is_some_and(|o| {
+                    matches!(&o.outcome, Outcome::Failed(e) if e.disposition() == Disposition::CredentialsRejected)
+                });
+                let next = if rejected || resource.spec.write_connection_secret_to_ref.is_some() {
+                    Action::requeue(jittered(interval))
+                } else {
+                    Action::await_change()
+                };
+                (Situation::Watched(observation.as_deref()), next)
+            }
+        }
+    };
+
+    let instance = match situation {
+        Situation::Watched(Some(o)) => o.instance.as_deref(),
+        _ => None,
+    };
+    let connection = connection::sync(&ctx.client, &ctx.metrics, resource, instance).await?;
+
+    let now = Time(
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .expect("now is a valid time"),
+    );
+    let desired = status::desired(Inputs {
+        resource,
+        situation,
+        connection_problem: connection.problem.as_ref(),
+        connection_secret: connection.name.as_deref(),
+        now: &now,
+    });
+    if resource.status.as_ref() == Some(&desired) {
+        return Ok(next);
+    }
+
+    match apply_status(ctx, &key, &desired).await {
+        Ok(_) => {
+            ctx.metrics.record_write("status");
+            ctx.refused.lock().expect("refused lock").remove(&key);
+        }
+        // Deleted meanwhile: its watch event will follow.
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
+        // Refused (admission, validation, size): retried by the error policy, and said once.
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 413 | 422) => {
+            ctx.metrics
+                .kube_write_refusals
+                .get_or_create(&WriteLabels { kind: "status" })
+                .inc();
+            if ctx
+                .refused
+                .lock()
+                .expect("refused lock")
+                .insert(key.clone())
+            {
+                report_refused_write(ctx, resource, &s.message).await;
+            }
+            return Err(kube::Error::Api(s).into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    let reference = resource.object_ref(&());
+    for transition in events::transitions(resource.status.as_ref(), &desired) {
+        match ctx.events.publish(&transition, "Observe", &reference).await {
+            Ok(()) => ctx.metrics.record_write("event"),
+            Err(error) => tracing::warn!(resource = %key, %error, "could not publish an event"),
+        }
+    }
+    Ok(next)
+}
+
+/// Says that the apiserver refuses the status the operator computed: in `Stalled`, added to the
+/// status as it is stored (which the apiserver may still take, the refused change being left
+/// out), or else in a warning event. It is applied like every status, by the same field manager,
+/// so the next status that lands removes it.
+async fn report_refused_write(ctx: &Context, resource: &CompShareInstance, refusal: &str) {
+    let key = key_of(resource);
+    let message = format!(
+        "The apiserver refuses the status the operator observed ({refusal}); the status shown is older than the last observation"
+    );
+    let stalled = Condition {
+        type_: status::STALLED.to_owned(),
+        status: "True".to_owned(),
+        reason: Reason::StatusWriteRefused.as_str().to_owned(),
+        message: message.clone(),
+        observed_generation: resource.status.as_ref().and_then(|s| s.observed_generation),
+        last_transition_time: Time(jiff::Timestamp::now()),
+    };
+    let mut stored = resource.status.clone().unwrap_or_default();
+    stored.conditions.retain(|c| c.type_ != status::STALLED);
+    stored.conditions.push(stalled);
+    if apply_status(ctx, &key, &stored).await.is_ok() {
+        ctx.metrics.record_write("status");
+        return;
+    }
+    let transition = events::Transition {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: Reason::StatusWriteRefused.as_str().to_owned(),
+        note: message,
+    };
+    match ctx
+        .events
+        .publish(&transition, "Observe", &resource.object_ref(&()))
+        .await
+    {
+        Ok(()) => ctx.metrics.record_write("event"),
+        Err(error) => tracing::warn!(resource = %key, %error, "could not publish an event"),
+    }
+}
+
+/// Applies `status` (server-side apply by the operator's field manager: fields it wrote before
+/// and leaves out now are removed).
+async fn apply_status(
+    ctx: &Context,
+    key: &ResourceKey,
+    status: &CompShareInstanceStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<CompShareInstance> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": CompShareInstance::api_version(&()),
+        "kind": CompShareInstance::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &key.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Whether the status says the resource's credentials are what stops it.
+fn stalled_on_credentials(resource: &CompShareInstance) -> bool {
+    status::condition(resource.status.as_ref(), status::STALLED)
+        .and_then(|c| Reason::parse(&c.reason))
+        .is_some_and(Reason::is_credentials)
+}
+
+fn error_policy(resource: Arc<CompShareInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(resource = %key_of(&resource), %error, "reconciliation failed; retrying");
+    Action::requeue(jittered(ctx.settings.retry_after_error))
+}
+
+/// The resource's poll interval, or the default; clamped to the documented bounds in case the
+/// CRD's validation was bypassed (an older CRD, a direct etcd write).
+fn poll_interval(resource: &CompShareInstance, default: Duration) -> Duration {
+    resource
+        .spec
+        .poll_interval
+        .as_deref()
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .unwrap_or(default)
+        .clamp(MIN_POLL_INTERVAL, MAX_POLL_INTERVAL)
+}
+
+/// ±10%, so that re-checks of resources created together do not stay together.
+pub(crate) fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..1.1))
+}

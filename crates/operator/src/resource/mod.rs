@@ -1,0 +1,489 @@
+//! The `CompShareInstance` API (`compshare.ucloud.cn/v1alpha1`): a public contract read by kubectl,
+//! GitOps tools and other controllers. Field names are stable; every field is documented so that
+//! `kubectl explain compshareinstance.spec` and `.status` are useful.
+
+// This module is the crate's public API. `KubeSchema` re-emits its structs in a private module to
+// derive their schemas, where `unreachable_pub` cannot see that they are exported.
+#![allow(unreachable_pub)]
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use compact_str::CompactString;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSON,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::CustomResourceExt;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `"true"` stops polling the resource until the annotation is removed or set to anything else.
+pub const PAUSED_ANNOTATION: &str = "compshare.ucloud.cn/paused";
+/// Any new value asks for one immediate observation; the handled value is recorded in
+/// `status.lastHandledRefresh`.
+pub const REFRESH_ANNOTATION: &str = "compshare.ucloud.cn/refresh-requested-at";
+
+/// Bounds of `spec.pollInterval`, enforced at admission (CEL) and relied on by the poller.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Keys of the credentials Secret.
+pub const PUBLIC_KEY_KEY: &str = "publicKey";
+pub const PRIVATE_KEY_KEY: &str = "privateKey";
+
+/// Keys of the connection Secret.
+pub mod connection_keys {
+    pub const HOST: &str = "host";
+    pub const PORT: &str = "port";
+    pub const USERNAME: &str = "username";
+    pub const PASSWORD: &str = "password";
+    pub const SSH_COMMAND: &str = "sshCommand";
+}
+
+// clippy reads the repeated `type_ = …` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "compshare.ucloud.cn",
+    version = "v1alpha1",
+    kind = "CompShareInstance",
+    plural = "compshareinstances",
+    singular = "compshareinstance",
+    shortname = "csinst",
+    category = "compshare",
+    namespaced,
+    status = "CompShareInstanceStatus",
+    derive = "PartialEq",
+    doc = "A CompShare (UCloud GPU cloud) instance, observed by compshare-operator: the operator polls DescribeCompShareInstance and writes the instance's state, addresses and SSH details into status. It never changes the instance. Ready means settled in the state asked for (Running, or Stopped when nothing asks it to run); Running means running.",
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "The instance's state as the CompShare API reports it"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "True when the instance has settled in the state asked for: Running, or Stopped when nothing asks it to run"
+    ),
+    printcolumn(
+        name = "GPU",
+        type_ = "string",
+        json_path = ".status.gpu.summary",
+        description = "GPU type × count"
+    ),
+    printcolumn(
+        name = "Public-IP",
+        type_ = "string",
+        json_path = ".status.publicIP",
+        description = "First public address"
+    ),
+    printcolumn(
+        name = "SSH",
+        type_ = "string",
+        json_path = ".status.ssh.address",
+        description = "SSH host:port"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "UHost-ID",
+        type_ = "string",
+        json_path = ".spec.uhostId",
+        priority = 1,
+        description = "The CompShare instance id"
+    ),
+    printcolumn(
+        name = "Zone",
+        type_ = "string",
+        json_path = ".status.zone",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Instance",
+        type_ = "string",
+        json_path = ".status.instanceName",
+        priority = 1,
+        description = "The instance's name in CompShare"
+    ),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Synced\")].status",
+        priority = 1,
+        description = "True when the last observation succeeded"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1,
+        description = "Why the instance is or is not Ready"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+/// Which CompShare instance to observe, with which credentials, and how often.
+pub struct CompShareInstanceSpec {
+    /// The CompShare instance id (for example `uhost-1a2b3c4d`). Immutable: to observe another
+    /// instance, create another resource.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("uhostId is immutable: create another CompShareInstance to observe another instance"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("uhostId must be a CompShare instance id such as uhost-1a2b3c4d (letters, digits, '-' and '_')"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub uhost_id: String,
+
+    /// The CompShare region of the instance, for example `cn-wlcb`.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9-]*[a-z0-9]$')").message("region must be a CompShare region such as cn-wlcb"))]
+    #[schemars(length(min = 1, max = 32))]
+    pub region: String,
+
+    /// The zone of the instance, for example `cn-wlcb-01`. Optional; when set, an instance found in
+    /// another zone is reported as a mismatch instead of being shown.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9-]*[a-z0-9]$')").message("zone must be a CompShare zone such as cn-wlcb-01"))]
+    #[schemars(length(min = 1, max = 32))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+
+    /// The CompShare project (`org-…`) that holds the instance. Optional: the account's default
+    /// project is used when absent; sub-accounts must set it.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("projectId must be a CompShare project id such as org-abc123"))]
+    #[schemars(length(min = 1, max = 64))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+
+    /// A Secret in this resource's namespace with the API key pair in the keys `publicKey` and
+    /// `privateKey`. When absent, the operator's default credentials are used, but only in the
+    /// namespaces its administrator allowed. Secrets of other namespaces are never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<SecretRef>,
+
+    /// How often to observe the instance, as a duration such as `30s`, `5m` or `1h30m`, between
+    /// 10s and 24h. Defaults to the operator's `--default-poll-interval`.
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("pollInterval must be a duration such as 30s, 5m or 1h30m"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))").message("pollInterval must be between 10s and 24h"))]
+    #[schemars(length(max = 32))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<String>,
+
+    /// Opt-in: a Secret in this resource's namespace that the operator creates and owns, holding
+    /// `host`, `port`, `username`, `password` (decoded) and `sshCommand`. The password is written
+    /// nowhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_connection_secret_to_ref: Option<SecretRef>,
+}
+
+/// A Secret in the same namespace as the resource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a valid Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What the operator last observed. Only fields that change when the instance changes are kept
+/// (no prices, monitoring figures or update times), so an unchanged instance causes no writes.
+/// Passwords are never stored here.
+//
+// The operator caches one status per resource, so its Rust layout is kept small: the larger
+// optional groups are boxed (an absent box costs a pointer, an absent struct its whole size), and
+// text is held in `CompactString`s (values up to 24 bytes need no allocation).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompShareInstanceStatus {
+    /// The `metadata.generation` of the spec that this status answers: claimed by an observation
+    /// made for it. 0 (the default the apiserver gives a new resource) until the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready` (the instance has settled in the state asked for: `Running`, or `Stopped` when
+    /// nothing asks it to run), `Running` (the instance is Running), `Synced` (the last
+    /// observation succeeded), `Reconciling` (the instance is on its way somewhere, or not observed
+    /// yet), `Stalled` (a person must act) and `Paused`. (Earlier builds of v1alpha1 set `Ready`
+    /// only for `Running`; to wait for a running machine, wait for `Running`.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The instance's state, verbatim from the API: `Initializing`, `Install`, `Install Fail`,
+    /// `Starting`, `Running`, `Stopping`, `Stopped`, `Rebooting`, `Resizing`, or any value the API
+    /// adds later. Empty when the API could not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub state: Option<CompactString>,
+
+    /// The first public address of the instance (from `addresses`), for display.
+    #[serde(default, rename = "publicIP", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub public_ip: Option<CompactString>,
+
+    /// The instance's addresses. Container instances often have none and are reached via `ssh`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<InstanceAddress>,
+
+    /// How to log in, read from the API's SSH login command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<Box<SshAccess>>,
+
+    /// The instance's name in CompShare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub instance_name: Option<CompactString>,
+
+    /// The zone the instance runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub zone: Option<CompactString>,
+
+    /// The machine type, for example `G`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub machine_type: Option<CompactString>,
+
+    /// Number of CPU cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<i64>,
+
+    /// Memory, for example `64Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+
+    /// The GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Box<GpuInfo>>,
+
+    /// The image the instance runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Box<ImageInfo>>,
+
+    /// The operating system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<Box<OsInfo>>,
+
+    /// `UHost` (a virtual machine) or `Container`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub instance_type: Option<CompactString>,
+
+    /// The billing mode, for example `Month`, `Day` or `Dynamic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub charge_type: Option<CompactString>,
+
+    /// Whether the instance is a spot (preemptible) instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot: Option<bool>,
+
+    /// Whether the instance renews automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_renew: Option<bool>,
+
+    /// Whether the instance has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<bool>,
+
+    /// When the instance was created (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<Time>,
+
+    /// When the instance expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<Time>,
+
+    /// Software endpoints on the instance, such as JupyterLab.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub softwares: Vec<SoftwareEndpoint>,
+
+    /// The last value of the `compshare.ucloud.cn/refresh-requested-at` annotation that was
+    /// handled by an observation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub last_handled_refresh: Option<CompactString>,
+
+    /// The connection Secret the operator maintains for this resource (see
+    /// `spec.writeConnectionSecretToRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub connection_secret_name: Option<CompactString>,
+}
+
+/// An address of the instance, as in Cluster API's `MachineAddress`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct InstanceAddress {
+    /// `ExternalIP` (the API's `Internation` and `Bgp` types) or `InternalIP` (`Private`).
+    #[serde(rename = "type")]
+    pub type_: AddressType,
+    /// The IP address.
+    #[schemars(with = "String")]
+    pub address: CompactString,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AddressType {
+    #[serde(rename = "ExternalIP")]
+    ExternalIp,
+    #[serde(rename = "InternalIP")]
+    InternalIp,
+}
+
+/// SSH login details. The password is never here; see `spec.writeConnectionSecretToRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SshAccess {
+    /// The login command, verbatim from the API.
+    pub command: String,
+    /// The login user, when the command names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub user: Option<CompactString>,
+    /// The host to connect to.
+    #[schemars(with = "String")]
+    pub host: CompactString,
+    /// The port to connect to (22 unless the command says otherwise).
+    pub port: i32,
+    /// `host:port`, for display.
+    #[schemars(with = "String")]
+    pub address: CompactString,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct GpuInfo {
+    /// Number of GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// The GPU model, for example `4090`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub type_: Option<CompactString>,
+    /// Memory per GPU, for example `24Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// `type×count`, for display (for example `4090×2`).
+    #[schemars(with = "String")]
+    pub summary: CompactString,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ImageInfo {
+    /// The image id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub id: Option<CompactString>,
+    /// The image name, for example `PyTorch 2.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub name: Option<CompactString>,
+    /// `System`, `App`, `Custom` or `Community`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub type_: Option<CompactString>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct OsInfo {
+    /// The OS name, for example `Ubuntu 22.04`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub name: Option<CompactString>,
+    /// `Linux` or `Windows`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub type_: Option<CompactString>,
+}
+
+/// A software endpoint on the instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SoftwareEndpoint {
+    /// The software, for example `JupyterLab`.
+    #[schemars(with = "String")]
+    pub name: CompactString,
+    /// Where to reach it.
+    #[schemars(with = "String")]
+    pub url: CompactString,
+}
+
+impl CompShareInstance {
+    /// The annotation-requested pause.
+    pub fn is_paused(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PAUSED_ANNOTATION))
+            .is_some_and(|v| v == "true")
+    }
+
+    /// The current refresh request, if any, as it is recorded in `status.lastHandledRefresh`:
+    /// verbatim up to [`MAX_REFRESH_VALUE`] bytes; a longer value is cut short and marked with a
+    /// digest of the whole, so that different long values stay different.
+    pub fn refresh_request(&self) -> Option<Cow<'_, str>> {
+        let value = self
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(REFRESH_ANNOTATION)?;
+        if value.len() <= MAX_REFRESH_VALUE {
+            return Some(Cow::Borrowed(value));
+        }
+        let digest = hex::encode(&Sha256::digest(value.as_bytes())[..8]);
+        let kept = prefix(value, MAX_REFRESH_VALUE - 30);
+        Some(Cow::Owned(format!("{kept}…sha256:{digest}")))
+    }
+}
+
+/// The longest refresh value recorded verbatim (see [`CompShareInstance::refresh_request`]).
+pub const MAX_REFRESH_VALUE: usize = 128;
+
+/// The longest prefix of `text` that has at most `max` bytes and ends on a character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The status the apiserver gives every resource the operator has not observed yet (the CRD's
+/// default for `status`): `observedGeneration: 0`. kstatus, Flux, Argo CD and `kubectl wait` read
+/// it as in progress from the very first version a client can see (the create response and the
+/// watch's ADDED event), and the operator's first write is its first observation. It stays
+/// minimal on purpose: a defaulted field belongs to no server-side-apply manager, so a defaulted
+/// condition could never be removed by an apply that leaves it out.
+pub fn initial_status() -> CompShareInstanceStatus {
+    CompShareInstanceStatus {
+        observed_generation: Some(0),
+        ..CompShareInstanceStatus::default()
+    }
+}
+
+/// The CustomResourceDefinition: the derived one, with [`initial_status`] as the status default.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = CompShareInstance::crd();
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"))
+            .expect("the derived schema has a status");
+        status.default = Some(JSON(
+            serde_json::to_value(initial_status()).expect("the status serializes"),
+        ));
+    }
+    crd
+}
+
+/// The CRD as YAML, exactly as `crds/` holds it.
+pub fn crd_yaml() -> String {
+    let crd = crd();
+    let yaml = serde_saphyr::to_string(&crd).expect("the CRD serializes");
+    format!(
+        "# Generated by `compshare-operator crd`; do not edit (a test fails if this differs).\n{yaml}"
+    )
+}

@@ -1,0 +1,123 @@
+//! Call counters, for tests and benchmarks to assert on: how many calls, of which action, by which
+//! key, with which result, and how many instance ids were asked for.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Stands for the action or public key of a call that did not carry one.
+pub(super) const MISSING: &str = "(missing)";
+
+/// The calls the simulator answered since its start or the last reset, as
+/// `GET /_simulator/counters` shows them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    total: u64,
+    by_action: BTreeMap<String, Tally>,
+    by_public_key: BTreeMap<String, Tally>,
+    /// `UHostIds.N` parameters summed over the `DescribeCompShareInstance` calls that got past
+    /// verification: with batching, far fewer calls than ids.
+    ids_requested: u64,
+}
+
+/// Calls of one action or key, in all and by result.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    pub total: u64,
+    /// By `"<RetCode>"`, `"http_<status>"`, `"dropped"`, `"malformed"`, `"html"` or
+    /// `"oversized"`.
+    pub by_result: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, result: &str) {
+        self.total += 1;
+        *self.by_result.entry(result.to_owned()).or_default() += 1;
+    }
+}
+
+impl Counters {
+    /// Every call.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Calls of `action`, whatever their result.
+    pub fn calls(&self, action: &str) -> u64 {
+        self.by_action.get(action).map_or(0, |t| t.total)
+    }
+
+    /// Calls of `action` by result.
+    pub fn action(&self, action: &str) -> Tally {
+        self.by_action.get(action).cloned().unwrap_or_default()
+    }
+
+    /// Calls signed with `public_key` by result.
+    pub fn public_key(&self, public_key: &str) -> Tally {
+        self.by_public_key
+            .get(public_key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Instance ids asked for by verified `DescribeCompShareInstance` calls.
+    pub fn ids_requested(&self) -> u64 {
+        self.ids_requested
+    }
+
+    pub(super) fn record(
+        &mut self,
+        action: Option<&str>,
+        public_key: Option<&str>,
+        result: &str,
+        ids_requested: usize,
+    ) {
+        self.total += 1;
+        self.ids_requested += ids_requested as u64;
+        self.by_action
+            .entry(action.unwrap_or(MISSING).to_owned())
+            .or_default()
+            .add(result);
+        self.by_public_key
+            .entry(public_key.unwrap_or(MISSING).to_owned())
+            .or_default()
+            .add(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counts_by_action_key_and_result() {
+        let mut counters = Counters::default();
+        counters.record(Some("DescribeCompShareInstance"), Some("pub"), "0", 100);
+        counters.record(Some("DescribeCompShareInstance"), Some("pub"), "0", 50);
+        counters.record(
+            Some("DescribeCompShareInstance"),
+            Some("pub"),
+            "http_503",
+            0,
+        );
+        counters.record(None, None, "160", 0);
+        assert_eq!(
+            serde_json::to_value(&counters).unwrap(),
+            json!({
+                "total": 4,
+                "idsRequested": 150,
+                "byAction": {
+                    "DescribeCompShareInstance": {"total": 3, "byResult": {"0": 2, "http_503": 1}},
+                    "(missing)": {"total": 1, "byResult": {"160": 1}},
+                },
+                "byPublicKey": {
+                    "pub": {"total": 3, "byResult": {"0": 2, "http_503": 1}},
+                    "(missing)": {"total": 1, "byResult": {"160": 1}},
+                },
+            })
+        );
+    }
+}
