@@ -201,6 +201,8 @@ impl Client {
     fn transport_error(&self, error: reqwest::Error) -> CallError {
         if error.is_timeout() {
             CallError::Timeout(self.timeout)
+        } else if error.is_connect() {
+            CallError::Unreachable(error_chain(&error))
         } else {
             CallError::Transport(error_chain(&error))
         }

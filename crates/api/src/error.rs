@@ -19,7 +19,10 @@ pub enum CallError {
     Redirect { status: u16, location: String },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// No HTTP exchange completed: connection refused or reset, TLS failure, DNS.
+    /// No connection could be made (refused, DNS, TLS handshake): the request was not sent.
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
+    /// The exchange broke after the request may have been sent (a reset, a closed connection).
     #[error("transport error: {0}")]
     Transport(String),
     /// The answer could not be read as the documented JSON envelope.
@@ -41,16 +44,34 @@ pub enum Disposition {
     /// The account may not do this (project, zone, IP, IAM: RetCode 292–299).
     PermissionDenied,
     /// The request itself is wrong (missing or invalid parameters, unknown action, a missing
-    /// signature (170: the request did not arrive as sent), a redirect): retrying the same request
-    /// cannot help.
+    /// signature (170: the request did not arrive as sent), a redirect, a GPU type the image does
+    /// not support): retrying the same request cannot help.
     InvalidRequest,
+    /// The instance is locked by an operation still in progress (`InstanceOperationInProgress`,
+    /// for up to 10 minutes): wait, then try again; do not hammer.
+    Busy,
+    /// The zone has no capacity for what was asked (RetCode 226604): try again later.
+    OutOfCapacity,
+    /// The account may not buy now: in arrears (226601), expired (226602), not verified
+    /// (226606), or at its instance quota (226607, the simulator's code: the documentation gives
+    /// none). A person must act.
+    AccountBlocked,
 }
+
+/// The message the gateway gives when an instance is locked by another operation.
+pub const OPERATION_IN_PROGRESS: &str = "InstanceOperationInProgress";
 
 impl CallError {
     pub fn disposition(&self) -> Disposition {
         match self {
+            CallError::Api { message, .. } if message.contains(OPERATION_IN_PROGRESS) => {
+                Disposition::Busy
+            }
             CallError::Api { code, .. } => match *code {
                 153 => Disposition::Throttled,
+                226601 | 226602 | 226606 | 226607 => Disposition::AccountBlocked,
+                226603 => Disposition::InvalidRequest,
+                226604 => Disposition::OutOfCapacity,
                 110 | 130 | 150 => Disposition::Transient,
                 c if c >= 2000 => Disposition::Transient,
                 171..=174 => Disposition::CredentialsRejected,
@@ -61,9 +82,23 @@ impl CallError {
             CallError::Http { status } if *status >= 500 => Disposition::Transient,
             CallError::Http { status: 401 | 403 } => Disposition::CredentialsRejected,
             CallError::Http { .. } | CallError::Redirect { .. } => Disposition::InvalidRequest,
-            CallError::Timeout(_) | CallError::Transport(_) | CallError::Malformed(_) => {
-                Disposition::Transient
-            }
+            CallError::Timeout(_)
+            | CallError::Unreachable(_)
+            | CallError::Transport(_)
+            | CallError::Malformed(_) => Disposition::Transient,
+        }
+    }
+
+    /// Whether the call may have been carried out although it failed: the request may have
+    /// reached the gateway and only the answer was lost (a timeout, a broken connection, an
+    /// unreadable answer, a 5xx from a proxy, the gateway's own timeout 110). A create that
+    /// failed so must not simply be made again.
+    pub fn may_have_taken_effect(&self) -> bool {
+        match self {
+            CallError::Timeout(_) | CallError::Transport(_) | CallError::Malformed(_) => true,
+            CallError::Http { status } => *status >= 500,
+            CallError::Api { code, .. } => *code == 110,
+            CallError::Unreachable(_) | CallError::Redirect { .. } => false,
         }
     }
 
@@ -71,7 +106,10 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.disposition(),
-            Disposition::Throttled | Disposition::Transient
+            Disposition::Throttled
+                | Disposition::Transient
+                | Disposition::Busy
+                | Disposition::OutOfCapacity
         )
     }
 
@@ -84,6 +122,7 @@ impl CallError {
                 format!("http_{status}")
             }
             CallError::Timeout(_) => "timeout".to_owned(),
+            CallError::Unreachable(_) => "unreachable".to_owned(),
             CallError::Transport(_) => "transport".to_owned(),
             CallError::Malformed(_) => "malformed".to_owned(),
         }
@@ -124,6 +163,17 @@ mod tests {
                 },
                 InvalidRequest,
             ),
+            (api(226601), AccountBlocked),
+            (api(226604), OutOfCapacity),
+            (api(226603), InvalidRequest),
+            (
+                CallError::Api {
+                    code: 8040,
+                    message: "InstanceOperationInProgress: try again later".into(),
+                },
+                Busy,
+            ),
+            (CallError::Unreachable("refused".into()), Transient),
             (api(171), CredentialsRejected),
             (api(172), CredentialsRejected),
             (api(174), CredentialsRejected),
@@ -138,6 +188,17 @@ mod tests {
         for (error, expected) in cases {
             assert_eq!(error.disposition(), expected, "{error}");
         }
+    }
+
+    #[test]
+    fn a_call_that_may_have_taken_effect_is_told_apart() {
+        assert!(CallError::Timeout(Duration::from_secs(1)).may_have_taken_effect());
+        assert!(CallError::Transport("reset".into()).may_have_taken_effect());
+        assert!(CallError::Http { status: 502 }.may_have_taken_effect());
+        assert!(api(110).may_have_taken_effect());
+        assert!(!CallError::Unreachable("refused".into()).may_have_taken_effect());
+        assert!(!api(226604).may_have_taken_effect());
+        assert!(!CallError::Http { status: 400 }.may_have_taken_effect());
     }
 
     #[test]

@@ -76,6 +76,20 @@ impl<'a> Fields<'a> {
         object
     }
 
+    /// A list of strings (numbers written as text count); `null` is empty. An element of another
+    /// shape is left out, and the field recorded as dropped.
+    pub(crate) fn list_of_strings(&mut self, name: &'static str) -> Vec<String> {
+        let Some(value) = self.get(name) else {
+            return Vec::new();
+        };
+        let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+        let read: Vec<String> = items.iter().filter_map(string).map(String::from).collect();
+        if !value.is_array() || read.len() != items.len() {
+            self.dropped.push(name);
+        }
+        read
+    }
+
     /// A list of objects, each read by `read`; `null` is empty. A list with an element that is
     /// not an object keeps its other elements; either, or anything dropped inside an element, is
     /// recorded under this field's name.

@@ -44,6 +44,7 @@
 mod client;
 mod error;
 mod lenient;
+mod lifecycle;
 mod model;
 pub mod signing;
 mod ssh;
@@ -52,7 +53,12 @@ pub use client::{
     Client, ClientConfig, ConfigError, Credentials, DEFAULT_ENDPOINT, DESCRIBE_ACTION,
     DescribeRequest, MAX_ANSWER_BYTES, MAX_IDS_PER_CALL, REQUEST_ID_HEADER, parse_envelope,
 };
-pub use error::{CallError, Disposition};
+pub use error::{CallError, Disposition, OPERATION_IN_PROGRESS};
+pub use lifecycle::{
+    CREATE_ACTION, CreateRequest, DELETE_STOP_SCHEDULER_ACTION, Disk, InstanceRef,
+    MUTATING_ACTIONS, REBOOT_ACTION, START_ACTION, STOP_ACTION, SUPPORT_ZONE_ACTION, SupportZone,
+    TERMINATE_ACTION, UPDATE_STOP_SCHEDULER_ACTION,
+};
 pub use model::{
     DescribeResponse, GraphicsMemory, Instance, IpInfo, Password, Reach, Software,
     UnreadableElement,

@@ -34,6 +34,8 @@ pub(crate) enum Reason {
     DefaultCredentialsNotAllowed,
     PermissionDenied,
     InvalidRequest,
+    /// The account may not buy or run machines now (arrears, expiry, verification, quota).
+    AccountBlocked,
     ConnectionSecretConflict,
     StatusWriteRefused,
     // Events.
@@ -45,7 +47,7 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub(crate) const ALL: [Reason; 27] = [
+    pub(crate) const ALL: [Reason; 28] = [
         Reason::Observed,
         Reason::StateUnknown,
         Reason::AwaitingFirstObservation,
@@ -67,6 +69,7 @@ impl Reason {
         Reason::DefaultCredentialsNotAllowed,
         Reason::PermissionDenied,
         Reason::InvalidRequest,
+        Reason::AccountBlocked,
         Reason::ConnectionSecretConflict,
         Reason::StatusWriteRefused,
         Reason::StateChanged,
@@ -98,6 +101,7 @@ impl Reason {
             Reason::DefaultCredentialsNotAllowed => "DefaultCredentialsNotAllowed",
             Reason::PermissionDenied => "PermissionDenied",
             Reason::InvalidRequest => "InvalidRequest",
+            Reason::AccountBlocked => "AccountBlocked",
             Reason::ConnectionSecretConflict => "ConnectionSecretConflict",
             Reason::StatusWriteRefused => "StatusWriteRefused",
             Reason::StateChanged => "StateChanged",
@@ -118,6 +122,7 @@ impl Reason {
                     | Reason::ZoneMismatch
                     | Reason::PermissionDenied
                     | Reason::InvalidRequest
+                    | Reason::AccountBlocked
                     | Reason::ConnectionSecretConflict
                     | Reason::StatusWriteRefused
             )
@@ -151,6 +156,7 @@ impl Reason {
                 | Reason::CloudError
                 | Reason::PermissionDenied
                 | Reason::InvalidRequest
+                | Reason::AccountBlocked
                 | Reason::Paused
         ) || self.is_credentials()
     }

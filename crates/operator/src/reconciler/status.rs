@@ -376,7 +376,11 @@ fn stall(
                 ),
                 Disposition::PermissionDenied => problem(Reason::PermissionDenied, message),
                 Disposition::InvalidRequest => problem(Reason::InvalidRequest, message),
-                Disposition::Throttled | Disposition::Transient => None,
+                Disposition::AccountBlocked => problem(Reason::AccountBlocked, message),
+                Disposition::Throttled
+                | Disposition::Transient
+                | Disposition::Busy
+                | Disposition::OutOfCapacity => None,
             }
         }
         Outcome::Found if state.map(phase) == Some(Phase::InstallFailed) => problem(
@@ -393,8 +397,12 @@ fn failure_reason(error: &CallError) -> Reason {
         (Disposition::CredentialsRejected, _) => Reason::CredentialsRejected,
         (Disposition::PermissionDenied, _) => Reason::PermissionDenied,
         (Disposition::InvalidRequest, _) => Reason::InvalidRequest,
+        (Disposition::AccountBlocked, _) => Reason::AccountBlocked,
+        (Disposition::Busy | Disposition::OutOfCapacity, _) => Reason::CloudError,
         (Disposition::Transient, CallError::Timeout(_)) => Reason::Timeout,
-        (Disposition::Transient, CallError::Transport(_)) => Reason::Unreachable,
+        (Disposition::Transient, CallError::Transport(_) | CallError::Unreachable(_)) => {
+            Reason::Unreachable
+        }
         (Disposition::Transient, CallError::Malformed(_)) => Reason::MalformedAnswer,
         (Disposition::Transient, CallError::Http { .. } | CallError::Redirect { .. }) => {
             Reason::HttpError
