@@ -60,7 +60,7 @@ pub use lifecycle::{
     TERMINATE_ACTION, UPDATE_STOP_SCHEDULER_ACTION,
 };
 pub use model::{
-    DescribeResponse, GraphicsMemory, Instance, IpInfo, Password, Reach, Software,
-    UnreadableElement,
+    DescribeResponse, GraphicsMemory, INSTALL_FAILED, Instance, IpInfo, MOVING_STATES, Password,
+    Phase, RUNNING, Reach, STOPPED, Software, UnreadableElement,
 };
 pub use ssh::{SshLogin, parse_login_command};

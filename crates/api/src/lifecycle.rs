@@ -248,10 +248,11 @@ impl Client {
     pub async fn support_zones(
         &self,
         credentials: &Credentials,
+        region: &str,
     ) -> Result<Vec<SupportZone>, CallError> {
-        let answer: Value = self
-            .call(credentials, SUPPORT_ZONE_ACTION, Map::new())
-            .await?;
+        let mut params = Map::new();
+        params.insert("Region".to_owned(), Value::from(region));
+        let answer: Value = self.call(credentials, SUPPORT_ZONE_ACTION, params).await?;
         let map = answer.as_object().cloned().unwrap_or_default();
         let mut fields = Fields::new(&map);
         let zones = fields.list("ZoneInfo", |z| SupportZone {

@@ -22,6 +22,49 @@ use serde_json::Value;
 
 use super::lenient::{self, Fields};
 
+/// The states an instance passes through on its way somewhere.
+pub const MOVING_STATES: [&str; 6] = [
+    "Initializing",
+    "Install",
+    "Starting",
+    "Stopping",
+    "Rebooting",
+    "Resizing",
+];
+pub const RUNNING: &str = "Running";
+pub const STOPPED: &str = "Stopped";
+pub const INSTALL_FAILED: &str = "Install Fail";
+
+/// Where an instance's state (`State`, an open set) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// `Running`.
+    Running,
+    /// `Stopped`.
+    Stopped,
+    /// On its way somewhere: one of [`MOVING_STATES`].
+    Moving,
+    /// `Install Fail`.
+    InstallFailed,
+    /// `""`: the API could not read the state.
+    Unreadable,
+    /// A state this crate does not know: not assumed settled.
+    Unfamiliar,
+}
+
+impl Phase {
+    pub fn of(state: &str) -> Phase {
+        match state {
+            RUNNING => Phase::Running,
+            STOPPED => Phase::Stopped,
+            INSTALL_FAILED => Phase::InstallFailed,
+            "" => Phase::Unreadable,
+            s if MOVING_STATES.contains(&s) => Phase::Moving,
+            _ => Phase::Unfamiliar,
+        }
+    }
+}
+
 /// One element of `UHostSet`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Instance {
@@ -60,6 +103,12 @@ pub struct Instance {
     pub ssh_login_command: CompactString,
     pub ip_set: Vec<IpInfo>,
     pub softwares: Vec<Software>,
+    /// Free text a creator may leave on the machine (`CreateCompShareInstance`'s `Remark`).
+    pub remark: CompactString,
+    /// The business group.
+    pub tag: CompactString,
+    /// When a scheduled stop is due (Unix seconds); `None` or 0 when none is.
+    pub stop_scheduler_time: Option<i64>,
     /// Fields of this element that had a shape the operator cannot read, left out.
     pub dropped_fields: Vec<&'static str>,
 }
@@ -158,6 +207,9 @@ impl Instance {
                 name: s.string("Name"),
                 url: s.string("URL"),
             }),
+            remark: f.string("Remark"),
+            tag: f.string("Tag"),
+            stop_scheduler_time: f.int("StopSchedulerTime").filter(|t| *t > 0),
             u_host_id: id,
             state,
             dropped_fields: Vec::new(),

@@ -1,6 +1,8 @@
-//! The simulated accounts: key pairs and their projects.
+//! The simulated accounts: key pairs, their projects, and what limits their buying (an instance
+//! quota, arrears).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use secrecy::SecretString;
 use sha1::{Digest, Sha1};
@@ -18,7 +20,14 @@ pub(super) struct Account {
     pub private_key: SecretString,
     /// Never empty; exactly one project is the default.
     projects: Vec<Project>,
+    /// How many instances the account may have; the admin interface changes it while serving.
+    instance_quota: AtomicU32,
+    /// Unpaid orders: creating and starting machines is refused.
+    in_arrears: AtomicBool,
 }
+
+/// The quota of an account whose fixture entry gives none: the documentation's highest level.
+pub(super) const DEFAULT_INSTANCE_QUOTA: u32 = 100;
 
 impl Account {
     /// Builds an account; `projects` must already be validated (unique ids, at most one default).
@@ -43,7 +52,25 @@ impl Account {
             public_key,
             private_key,
             projects,
+            instance_quota: AtomicU32::new(DEFAULT_INSTANCE_QUOTA),
+            in_arrears: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn instance_quota(&self) -> u32 {
+        self.instance_quota.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_instance_quota(&self, quota: u32) {
+        self.instance_quota.store(quota, Ordering::Relaxed);
+    }
+
+    pub(crate) fn in_arrears(&self) -> bool {
+        self.in_arrears.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_in_arrears(&self, in_arrears: bool) {
+        self.in_arrears.store(in_arrears, Ordering::Relaxed);
     }
 
     pub(crate) fn projects(&self) -> &[Project] {
@@ -151,5 +178,16 @@ mod tests {
         accounts.add(account("pub-b", vec![])).unwrap();
         assert!(accounts.sole().is_none());
         assert!(accounts.get("pub-b").is_some());
+    }
+
+    #[test]
+    fn limits_default_to_the_highest_level_and_change_in_place() {
+        let a = account("pub", vec![]);
+        assert_eq!(a.instance_quota(), DEFAULT_INSTANCE_QUOTA);
+        assert!(!a.in_arrears());
+        a.set_instance_quota(1);
+        a.set_in_arrears(true);
+        assert_eq!(a.instance_quota(), 1);
+        assert!(a.in_arrears());
     }
 }

@@ -1,8 +1,10 @@
-//! The admin interface under `/_simulator/`: instances, faults and counters, JSON in and out;
-//! its routes and [`AdminClient`], the typed client tests and benchmarks drive it with, side by
-//! side so that the protocol lives in one place.
+//! The admin interface under `/_simulator/`: instances (and their operation locks), faults,
+//! counters, transition times, capacity and account limits, JSON in and out; its routes and
+//! [`AdminClient`], the typed client tests and benchmarks drive it with, side by side so that the
+//! protocol lives in one place.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,13 +12,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use super::accounts::Account;
 use super::counters::Counters;
 use super::faults::{FaultSpec, FaultView};
-use super::inventory::{InstanceError, StoredInstance};
+use super::inventory::{InstanceError, Inventory, StoredInstance};
+use super::lifecycle::{self, LOCK_TTL, Transitions};
 use super::shape::{self, UHOST_ID, UPDATE_TIME};
+use super::zones::Capacity;
 use super::{Shared, lock, read, write};
 
 pub(super) fn router() -> Router<Arc<Shared>> {
@@ -29,11 +35,21 @@ pub(super) fn router() -> Router<Arc<Shared>> {
                 .delete(delete_instance),
         )
         .route(
+            "/instances/{id}/lock",
+            get(get_lock).post(set_lock).delete(clear_lock),
+        )
+        .route(
             "/faults",
             get(list_faults).post(inject_fault).delete(clear_faults),
         )
         .route("/counters", get(counters))
         .route("/counters/reset", post(reset_counters))
+        .route("/transitions", get(get_transitions).put(put_transitions))
+        .route("/capacity", get(get_capacity).put(put_capacity))
+        .route(
+            "/accounts/{public_key}",
+            get(get_account).patch(patch_account),
+        )
 }
 
 /// An admin request that cannot be carried out, answered as `{"error": "..."}`.
@@ -59,6 +75,18 @@ fn not_found(id: &str) -> AdminError {
     AdminError(StatusCode::NOT_FOUND, format!("no instance {id}"))
 }
 
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError(StatusCode::UNPROCESSABLE_ENTITY, message.into())
+}
+
+/// The inventory, write-locked and brought to `now`.
+fn settled(shared: &Shared, now: Instant) -> std::sync::RwLockWriteGuard<'_, Inventory> {
+    let transitions = shared.transitions();
+    let mut inventory = write(&shared.inventory);
+    inventory.settle(now, &shared.clock, &transitions);
+    inventory
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
     serde_json::from_slice(body).map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.to_string()))
 }
@@ -71,6 +99,7 @@ fn into_object(value: Value) -> Result<Map<String, Value>, InstanceError> {
 }
 
 async fn list_instances(State(shared): State<Arc<Shared>>) -> Json<Vec<Map<String, Value>>> {
+    shared.settle();
     Json(
         read(&shared.inventory)
             .iter()
@@ -83,6 +112,7 @@ async fn get_instance(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<Map<String, Value>>, AdminError> {
+    shared.settle();
     let inventory = read(&shared.inventory);
     let instance = inventory.get(&id).ok_or_else(|| not_found(&id))?;
     Ok(Json(instance.admin_view()))
@@ -104,13 +134,18 @@ async fn add_instance(
 /// Applies a JSON merge patch (RFC 7386) to the instance as the admin interface shows it: `null`
 /// removes a field, so it is then missing from answers too. `UpdateTime` moves to now unless the
 /// patch sets it, as the real `UpdateTime` moves with every change.
+///
+/// A transition under way is kept unless the patch sets `State` (the admin decides the state
+/// then); the lock and the scheduled stop are kept, except that a patch naming
+/// `SchedulerStopTime` or `StopSchedulerTime` schedules a stop at that Unix second (0 clears it),
+/// without the API's five minutes' lead.
 async fn patch_instance(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Map<String, Value>>, AdminError> {
     let patch: Value = parse_json(&body)?;
-    let mut inventory = write(&shared.inventory);
+    let mut inventory = settled(&shared, Instant::now());
     let current = inventory.get(&id).ok_or_else(|| not_found(&id))?;
     let mut patched = Value::Object(current.admin_view());
     merge_patch(&mut patched, &patch);
@@ -127,7 +162,18 @@ async fn patch_instance(
         }
         .into());
     }
-    let instance = StoredInstance::place(fields, &shared.accounts)?;
+    let mut instance = StoredInstance::place(fields, &shared.accounts)?;
+    instance.sim = current.sim.clone();
+    if patch.get("State").is_some() {
+        instance.sim.drop_transition();
+    }
+    match lifecycle::scheduled_stop_in_patch(&patch) {
+        Some(at) if at > 0 => {
+            lifecycle::schedule_stop(&mut instance.fields, &mut instance.sim, at, &shared.clock)
+        }
+        Some(_) => lifecycle::clear_scheduled_stop(&mut instance.fields, &mut instance.sim),
+        None => {}
+    }
     let view = instance.admin_view();
     // The instance was there a moment ago and the write lock has been held since.
     if !inventory.replace(instance) {
@@ -165,6 +211,142 @@ async fn delete_instance(
     } else {
         Err(not_found(&id))
     }
+}
+
+/// `{"locked": bool, "remainingMs": n}` (no `remainingMs` when unlocked).
+fn lock_view(remaining: Option<Duration>) -> Json<Value> {
+    Json(match remaining {
+        Some(left) => json!({"locked": true, "remainingMs": left.as_millis() as u64}),
+        None => json!({"locked": false}),
+    })
+}
+
+async fn get_lock(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let now = Instant::now();
+    let inventory = settled(&shared, now);
+    let instance = inventory.get(&id).ok_or_else(|| not_found(&id))?;
+    Ok(lock_view(instance.sim.lock_remaining(now)))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LockRequest {
+    ttl_ms: Option<u64>,
+}
+
+/// Locks an instance as an operation in progress would, for `ttlMs` (default the documented 10
+/// minutes): until then every action on it is refused with `InstanceOperationInProgress`.
+async fn set_lock(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let request: LockRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LockRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let ttl = request.ttl_ms.map_or(LOCK_TTL, Duration::from_millis);
+    if ttl.is_zero() {
+        return Err(invalid("ttlMs must be at least 1 (DELETE releases a lock)"));
+    }
+    let now = Instant::now();
+    settled(&shared, now)
+        .update(&id, |instance| instance.sim.lock_for(now, ttl))
+        .ok_or_else(|| not_found(&id))?;
+    Ok(lock_view(Some(ttl)))
+}
+
+/// Releases the lock, whoever holds it; a transition under way still ends on time.
+async fn clear_lock(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    settled(&shared, Instant::now())
+        .update(&id, |instance| instance.sim.lock = None)
+        .ok_or_else(|| not_found(&id))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_transitions(State(shared): State<Arc<Shared>>) -> Json<Transitions> {
+    Json(shared.transitions())
+}
+
+/// Sets every transition's time (a field left out takes its default). Transitions under way keep
+/// the end they had.
+async fn put_transitions(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Transitions>, AdminError> {
+    let transitions: Transitions = parse_json(&body)?;
+    lock(&shared.settings).transitions = transitions;
+    Ok(Json(transitions))
+}
+
+async fn get_capacity(State(shared): State<Arc<Shared>>) -> Json<Vec<Capacity>> {
+    Json(lock(&shared.settings).capacity.clone())
+}
+
+/// Replaces the whole capacity table (`[]`: unlimited everywhere).
+async fn put_capacity(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Vec<Capacity>>, AdminError> {
+    let capacity: Vec<Capacity> = parse_json(&body)?;
+    lock(&shared.settings).capacity = capacity.clone();
+    Ok(Json(capacity))
+}
+
+fn account_view(shared: &Shared, account: &Account) -> Json<Value> {
+    Json(json!({
+        "publicKey": account.public_key,
+        "instanceQuota": account.instance_quota(),
+        "inArrears": account.in_arrears(),
+        "instances": read(&shared.inventory).owned_by(&account.public_key),
+    }))
+}
+
+fn account<'a>(shared: &'a Shared, public_key: &str) -> Result<&'a Account, AdminError> {
+    shared.accounts.get(public_key).ok_or_else(|| {
+        AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no account with public key {public_key}"),
+        )
+    })
+}
+
+async fn get_account(
+    State(shared): State<Arc<Shared>>,
+    Path(public_key): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    Ok(account_view(&shared, account(&shared, &public_key)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AccountPatch {
+    instance_quota: Option<u32>,
+    in_arrears: Option<bool>,
+}
+
+/// Changes an account's limits: `{"instanceQuota": n, "inArrears": bool}`, either or both.
+async fn patch_account(
+    State(shared): State<Arc<Shared>>,
+    Path(public_key): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let patch: AccountPatch = parse_json(&body)?;
+    let account = account(&shared, &public_key)?;
+    if let Some(quota) = patch.instance_quota {
+        account.set_instance_quota(quota);
+    }
+    if let Some(in_arrears) = patch.in_arrears {
+        account.set_in_arrears(in_arrears);
+    }
+    Ok(account_view(&shared, account))
 }
 
 async fn inject_fault(
@@ -345,6 +527,103 @@ impl AdminClient {
         self.send::<Value>(reqwest::Method::POST, "/counters/reset", None)
             .await
             .map(drop)
+    }
+
+    /// Locks an instance for `ttl`, as an operation in progress would: every action on it is
+    /// refused with `InstanceOperationInProgress` until the lock expires or is released.
+    pub async fn lock_instance(&self, id: &str, ttl: Duration) -> Result<(), AdminClientError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.send::<Value>(
+            reqwest::Method::POST,
+            &format!("/instances/{id}/lock"),
+            Some(json!({"ttlMs": ttl_ms})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Releases an instance's lock, whoever took it.
+    pub async fn unlock_instance(&self, id: &str) -> Result<(), AdminClientError> {
+        self.send::<Value>(
+            reqwest::Method::DELETE,
+            &format!("/instances/{id}/lock"),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// How long the instance's lock still holds; `None` when it is not locked.
+    pub async fn instance_lock(&self, id: &str) -> Result<Option<Duration>, AdminClientError> {
+        let view: Option<Value> = self
+            .send(reqwest::Method::GET, &format!("/instances/{id}/lock"), None)
+            .await?;
+        Ok(view
+            .and_then(|v| v["remainingMs"].as_u64())
+            .map(Duration::from_millis))
+    }
+
+    /// How long each transition takes.
+    pub async fn transitions(&self) -> Result<Transitions, AdminClientError> {
+        Ok(self
+            .send(reqwest::Method::GET, "/transitions", None)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Sets how long each transition takes (those under way keep their end).
+    pub async fn set_transitions(&self, transitions: Transitions) -> Result<(), AdminClientError> {
+        self.send::<Value>(
+            reqwest::Method::PUT,
+            "/transitions",
+            Some(json!(transitions)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The capacity table: GPUs per zone and type (absent: unlimited).
+    pub async fn capacity(&self) -> Result<Vec<Capacity>, AdminClientError> {
+        Ok(self
+            .send(reqwest::Method::GET, "/capacity", None)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Replaces the capacity table.
+    pub async fn set_capacity(&self, capacity: &[Capacity]) -> Result<(), AdminClientError> {
+        self.send::<Value>(reqwest::Method::PUT, "/capacity", Some(json!(capacity)))
+            .await
+            .map(drop)
+    }
+
+    /// An account's limits: `{"publicKey", "instanceQuota", "inArrears", "instances"}`.
+    pub async fn account(&self, public_key: &str) -> Result<Value, AdminClientError> {
+        Ok(self
+            .send(
+                reqwest::Method::GET,
+                &format!("/accounts/{public_key}"),
+                None,
+            )
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Changes an account's limits, e.g. `{"inArrears": true}` or `{"instanceQuota": 1}`.
+    /// Returns them as they now are.
+    pub async fn patch_account(
+        &self,
+        public_key: &str,
+        patch: Value,
+    ) -> Result<Value, AdminClientError> {
+        Ok(self
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/accounts/{public_key}"),
+                Some(patch),
+            )
+            .await?
+            .unwrap_or_default())
     }
 }
 

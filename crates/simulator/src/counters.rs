@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use compshare_api::MUTATING_ACTIONS;
 use serde::{Deserialize, Serialize};
 
 /// Stands for the action or public key of a call that did not carry one.
@@ -47,6 +48,15 @@ impl Counters {
     /// Calls of `action`, whatever their result.
     pub fn calls(&self, action: &str) -> u64 {
         self.by_action.get(action).map_or(0, |t| t.total)
+    }
+
+    /// Calls of the actions that change machines (`compshare_api::MUTATING_ACTIONS`), whatever
+    /// their result: what a test asserts an observer never makes, or a manager makes once.
+    pub fn mutating_calls(&self) -> u64 {
+        MUTATING_ACTIONS
+            .iter()
+            .map(|action| self.calls(action))
+            .sum()
     }
 
     /// Calls of `action` by result.
@@ -119,5 +129,22 @@ mod tests {
                 },
             })
         );
+        assert_eq!(counters.mutating_calls(), 0);
+    }
+
+    #[test]
+    fn mutating_calls_sum_the_actions_that_change_machines() {
+        let mut counters = Counters::default();
+        counters.record(Some("CreateCompShareInstance"), Some("pub"), "0", 0);
+        counters.record(Some("StopCompShareInstance"), Some("pub"), "8040", 0);
+        counters.record(
+            Some("DeleteCompShareStopScheduler"),
+            Some("pub"),
+            "dropped",
+            0,
+        );
+        counters.record(Some("DescribeCompShareInstance"), Some("pub"), "0", 1);
+        counters.record(Some("DescribeCompShareSupportZone"), Some("pub"), "0", 0);
+        assert_eq!(counters.mutating_calls(), 3);
     }
 }

@@ -91,6 +91,15 @@ pub(super) fn projects(action: &str, account: &Account, numbers_as_strings: bool
     )
 }
 
+/// The answer of any other action: its fields after `Action` and `RetCode`.
+pub(super) fn fields(
+    action: &str,
+    fields: &Map<String, Value>,
+    numbers_as_strings: bool,
+) -> Response {
+    success(action, numbers_as_strings, fields)
+}
+
 fn success<B: Serialize>(action: &str, numbers_as_strings: bool, body: B) -> Response {
     #[derive(serde::Serialize)]
     struct Success<B> {
@@ -295,6 +304,21 @@ mod tests {
                 {"ProjectId": "org-2", "ProjectName": "org-2", "IsDefault": false},
             ]})
         );
+    }
+
+    #[tokio::test]
+    async fn other_answers_carry_their_fields_after_the_envelope() {
+        let body = json!({"UHostIds": ["uhost-1"]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let got = json_body(fields("CreateCompShareInstance", &body, false)).await;
+        assert_eq!(
+            got,
+            json!({"Action": "CreateCompShareInstanceResponse", "RetCode": 0, "UHostIds": ["uhost-1"]})
+        );
+        let got = json_body(fields("CreateCompShareInstance", &body, true)).await;
+        assert_eq!(got["RetCode"], "0");
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 //! Faults act in two phases of a call (see the module documentation of `simulator` for why):
 //! - before the signature is checked: `latency`, `http`, `redirect`, `drop`, `malformed`, `html`,
 //!   `oversized`, `throttle`;
-//! - after it, on an otherwise successful call: `retcode`, `omit`, `retcode-as-string`.
+//! - after it, on an otherwise successful call: `retcode`, `omit`, `retcode-as-string`;
+//! - with `"stage": "after-action"` (`latency` and `drop` only), after the action has been carried
+//!   out: the answer comes late or never, but what the call changed stays changed, as when a
+//!   gateway times out or a connection breaks after the service acted.
 //!
 //! In a phase the first matching fault that replaces the answer (`http`, `redirect`, `drop`,
 //! `malformed`, `html`, `oversized`, `throttle`, `retcode`) wins; later ones are not used up. Delays of every matching fault add up
@@ -42,6 +45,14 @@ pub(super) enum FaultKind {
     RetcodeAsString,
 }
 
+/// When a fault acts, when not when its kind does.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Stage {
+    /// After the action was carried out, before its answer is sent.
+    AfterAction,
+}
+
 /// A fault as the admin interface takes and shows it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -69,6 +80,8 @@ pub(super) struct FaultSpec {
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,6 +134,8 @@ pub(super) enum Phase {
     BeforeVerification,
     /// After the signature is checked, before the action runs.
     AfterVerification,
+    /// After the action ran, before the answer is sent (`"stage": "after-action"`).
+    AfterAction,
 }
 
 /// Who is calling what, as far as faults care.
@@ -143,6 +158,7 @@ pub(super) struct Taken {
 struct ActiveFault {
     id: u64,
     spec: FaultSpec,
+    phase: Phase,
     delay: Duration,
     effect: Effect,
     remaining: Option<u32>,
@@ -208,6 +224,12 @@ impl FaultSpec {
         check_not_given(self.ret_code.is_some(), "retCode", FaultKind::Retcode)?;
         check_not_given(self.message.is_some(), "message", FaultKind::Retcode)?;
         check_not_given(self.ids.is_some(), "ids", FaultKind::Omit)?;
+        if self.stage.is_some() && !matches!(self.kind, FaultKind::Latency | FaultKind::Drop) {
+            return Err(FaultError::NotApplicable {
+                kind,
+                field: "stage",
+            });
+        }
         if self.count == Some(0) {
             return Err(FaultError::Zero("count"));
         }
@@ -287,7 +309,7 @@ impl ActiveFault {
             }
             (None, _) => true,
         };
-        self.effect.phase() == phase
+        self.phase == phase
             && action_matches
             && self
                 .spec
@@ -319,9 +341,14 @@ impl FaultBook {
         now: Instant,
     ) -> Result<FaultView, FaultError> {
         let effect = spec.effect()?;
+        let phase = match spec.stage {
+            Some(Stage::AfterAction) => Phase::AfterAction,
+            None => effect.phase(),
+        };
         self.next_id += 1;
         let fault = ActiveFault {
             id: self.next_id,
+            phase,
             delay: Duration::from_millis(spec.latency_ms.unwrap_or(0)),
             effect,
             remaining: spec.count,
@@ -411,7 +438,7 @@ mod tests {
         action: Some("GetProjectList"),
         public_key: Some("pub-b"),
     };
-    use Phase::{AfterVerification as After, BeforeVerification as Before};
+    use Phase::{AfterAction, AfterVerification as After, BeforeVerification as Before};
 
     #[test]
     fn specs_are_checked_per_kind() {
@@ -640,6 +667,50 @@ mod tests {
         let taken = book.take(&DESCRIBE, After, now);
         assert!(taken.hidden.is_empty());
         assert_eq!(book.list(now).len(), 1);
+    }
+
+    #[test]
+    fn an_after_action_stage_moves_latency_and_drop_past_the_action() {
+        let error = |value| spec(value).effect().map(|_| ()).unwrap_err();
+        assert_eq!(
+            error(json!({"kind": "throttle", "stage": "after-action"})),
+            FaultError::NotApplicable {
+                kind: "throttle",
+                field: "stage"
+            }
+        );
+        assert!(
+            serde_json::from_value::<FaultSpec>(json!({"kind": "drop", "stage": "later"})).is_err()
+        );
+        let now = Instant::now();
+        let mut book = book(
+            vec![
+                json!({"kind": "drop", "stage": "after-action", "action": "StopCompShareInstance", "count": 1}),
+                json!({"kind": "latency", "latencyMs": 70, "stage": "after-action", "count": 1}),
+            ],
+            now,
+        );
+        let stop = Call {
+            action: Some("StopCompShareInstance"),
+            public_key: Some("pub-a"),
+        };
+        // Not before the action, nor on another action.
+        assert_eq!(book.take(&stop, Before, now), Taken::default());
+        assert_eq!(book.take(&stop, After, now), Taken::default());
+        assert_eq!(
+            book.take(&DESCRIBE, AfterAction, now).delay,
+            Duration::from_millis(70)
+        );
+        let taken = book.take(&stop, AfterAction, now);
+        assert_eq!(
+            (taken.answer, taken.delay),
+            (Some(Answer::Drop), Duration::ZERO)
+        );
+        assert!(book.list(now).is_empty());
+        assert_eq!(
+            serde_json::to_value(spec(json!({"kind": "drop", "stage": "after-action"}))).unwrap()["stage"],
+            "after-action"
+        );
     }
 
     #[test]

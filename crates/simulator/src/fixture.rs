@@ -1,10 +1,16 @@
-//! The fixture: accounts and the instances they own, from YAML (or JSON, which is YAML too).
+//! The fixture: accounts and the instances they own, from YAML (or JSON, which is YAML too), and
+//! the simulator's settings (zones, transition times, capacity).
 //!
 //! ```yaml
 //! accounts:
 //!   - publicKey: "..."
 //!     privateKey: "..."
 //!     projects: [{projectId: org-abc, name: default, default: true}]  # optional
+//!     instanceQuota: 5         # optional, default 100
+//!     inArrears: false         # optional: true refuses creates and starts (226601)
+//! zones: [{region: cn-wlcb, zone: cn-wlcb-01, describe: 华北二A}]     # optional
+//! transitions: {createMs: 3000, startMs: 2000, stopMs: 2000, rebootMs: 2000}  # optional
+//! capacity: [{zone: cn-wlcb-01, gpuType: "4090", gpus: 8}]         # optional: unlimited
 //! instances:
 //!   - UHostId: uhost-aaaa
 //!     Region: cn-wlcb          # required
@@ -22,7 +28,9 @@ use serde_json::Value;
 
 use super::accounts::{Account, Accounts, Project};
 use super::inventory::{InstanceError, Inventory, StoredInstance};
+use super::lifecycle::Transitions;
 use super::shape::{self, UHOST_ID};
+use super::zones::{Capacity, ZoneEntry, Zones};
 
 const EMBEDDED_DEFAULT: &str = include_str!("default-fixture.yaml");
 
@@ -42,6 +50,8 @@ pub enum FixtureError {
         index: usize,
         problem: AccountProblem,
     },
+    #[error("zones[{index}]: {problem}")]
+    Zone { index: usize, problem: String },
     #[error("instances[{index}] ({id}): {problem}")]
     Instance {
         index: usize,
@@ -72,6 +82,9 @@ pub enum AccountProblem {
 pub struct Fixture {
     pub(super) accounts: Accounts,
     pub(super) inventory: Inventory,
+    pub(super) zones: Zones,
+    pub(super) transitions: Transitions,
+    pub(super) capacity: Vec<Capacity>,
 }
 
 #[derive(Default, Deserialize)]
@@ -79,6 +92,13 @@ pub struct Fixture {
 struct FixtureFile {
     #[serde(default)]
     accounts: Vec<AccountEntry>,
+    /// The whole list when given; else two zones per region of the instances, and cn-wlcb's.
+    #[serde(default)]
+    zones: Option<Vec<ZoneEntry>>,
+    #[serde(default)]
+    transitions: Transitions,
+    #[serde(default)]
+    capacity: Vec<Capacity>,
     #[serde(default)]
     instances: Vec<Value>,
 }
@@ -108,6 +128,66 @@ impl FixtureBuilder {
             public_key: public_key.to_owned(),
             private_key: private_key.to_owned(),
             projects: Vec::new(),
+            instance_quota: None,
+            in_arrears: false,
+        });
+        self
+    }
+
+    /// A project of the account added last; the first one given is its default.
+    pub fn project(mut self, project_id: &str) -> Self {
+        if let Some(account) = self.file.accounts.last_mut() {
+            let default = account.projects.is_empty();
+            account.projects.push(ProjectEntry {
+                project_id: project_id.to_owned(),
+                name: None,
+                default,
+            });
+        }
+        self
+    }
+
+    /// The instance quota of the account added last (default 100).
+    pub fn instance_quota(mut self, quota: u32) -> Self {
+        if let Some(account) = self.file.accounts.last_mut() {
+            account.instance_quota = Some(quota);
+        }
+        self
+    }
+
+    /// Puts the account added last in arrears: creates and starts are refused (226601).
+    pub fn in_arrears(mut self) -> Self {
+        if let Some(account) = self.file.accounts.last_mut() {
+            account.in_arrears = true;
+        }
+        self
+    }
+
+    /// A zone; once one is given, the fixture's zones are exactly those given.
+    pub fn zone(mut self, region: &str, zone: &str) -> Self {
+        self.file
+            .zones
+            .get_or_insert_with(Vec::new)
+            .push(ZoneEntry {
+                region: region.to_owned(),
+                zone: zone.to_owned(),
+                describe: None,
+            });
+        self
+    }
+
+    /// How long transitions take (default 3 s to create, 2 s to start, stop or reboot).
+    pub fn transitions(mut self, transitions: Transitions) -> Self {
+        self.file.transitions = transitions;
+        self
+    }
+
+    /// The GPUs of `gpu_type` that `zone` has (default: unlimited).
+    pub fn capacity(mut self, zone: &str, gpu_type: &str, gpus: u64) -> Self {
+        self.file.capacity.push(Capacity {
+            zone: zone.to_owned(),
+            gpu_type: gpu_type.to_owned(),
+            gpus,
         });
         self
     }
@@ -136,6 +216,10 @@ struct AccountEntry {
     private_key: String,
     #[serde(default)]
     projects: Vec<ProjectEntry>,
+    #[serde(default)]
+    instance_quota: Option<u32>,
+    #[serde(default)]
+    in_arrears: bool,
 }
 
 #[derive(Deserialize)]
@@ -192,9 +276,17 @@ impl Fixture {
                 .and_then(|instance| inventory.add(instance))
                 .map_err(|problem| FixtureError::Instance { index, id, problem })?;
         }
+        let zones = match file.zones {
+            Some(entries) => Zones::listed(entries)
+                .map_err(|(index, problem)| FixtureError::Zone { index, problem })?,
+            None => Zones::default_for(inventory.iter().map(|i| i.region.as_str())),
+        };
         Ok(Fixture {
             accounts,
             inventory,
+            zones,
+            transitions: file.transitions,
+            capacity: file.capacity,
         })
     }
 
@@ -252,11 +344,16 @@ impl AccountEntry {
                 is_default: entry.default,
             });
         }
-        Ok(Account::new(
+        let account = Account::new(
             self.public_key,
             SecretString::from(self.private_key),
             projects,
-        ))
+        );
+        if let Some(quota) = self.instance_quota {
+            account.set_instance_quota(quota);
+        }
+        account.set_in_arrears(self.in_arrears);
+        Ok(account)
     }
 }
 
@@ -433,5 +530,74 @@ mod tests {
     fn an_empty_fixture_is_valid() {
         let fixture = Fixture::from_yaml("{}").unwrap();
         assert_eq!(fixture.inventory.len(), 0);
+        assert_eq!(fixture.transitions, Transitions::default());
+        assert_eq!(fixture.zones, Zones::default_for([]));
+        assert!(fixture.capacity.is_empty());
+    }
+
+    #[test]
+    fn settings_and_account_limits_are_read() {
+        let fixture = Fixture::from_yaml(
+            "accounts: [{publicKey: pub, privateKey: priv, instanceQuota: 5, inArrears: true}]\n\
+             zones: [{region: cn-wlcb, zone: cn-wlcb-01, describe: 华北二A}]\n\
+             transitions: {createMs: 10, stopMs: 20}\n\
+             capacity: [{zone: cn-wlcb-01, gpuType: '4090', gpus: 8}]\n",
+        )
+        .unwrap();
+        let account = fixture.accounts.get("pub").unwrap();
+        assert_eq!(account.instance_quota(), 5);
+        assert!(account.in_arrears());
+        assert!(fixture.zones.contains("cn-wlcb", "cn-wlcb-01"));
+        assert!(!fixture.zones.contains("cn-wlcb", "cn-wlcb-02"));
+        assert_eq!(
+            fixture.transitions,
+            Transitions {
+                create_ms: 10,
+                stop_ms: 20,
+                ..Transitions::default()
+            }
+        );
+        assert_eq!(fixture.capacity[0].gpus, 8);
+        assert!(matches!(
+            Fixture::from_yaml("zones: [{region: r, zone: z}, {region: r, zone: z}]"),
+            Err(FixtureError::Zone { index: 1, .. })
+        ));
+        assert!(matches!(
+            Fixture::from_yaml("transitions: {createMS: 1}"),
+            Err(FixtureError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn default_zones_follow_the_instances_regions() {
+        let fixture = Fixture::embedded_default();
+        for (region, zone) in [
+            ("cn-wlcb", "cn-wlcb-01"),
+            ("cn-wlcb", "cn-wlcb-02"),
+            ("cn-sh2", "cn-sh2-01"),
+            ("cn-sh2", "cn-sh2-02"),
+        ] {
+            assert!(fixture.zones.contains(region, zone), "{zone}");
+        }
+    }
+
+    #[test]
+    fn the_builder_sets_limits_on_the_last_account_and_settings() {
+        let fixture = Fixture::builder()
+            .account("a", "x")
+            .account("b", "y")
+            .instance_quota(2)
+            .in_arrears()
+            .zone("cn-wlcb", "cn-wlcb-03")
+            .transitions(Transitions::uniform(0))
+            .capacity("cn-wlcb-03", "A800", 0)
+            .build()
+            .unwrap();
+        assert_eq!(fixture.accounts.get("a").unwrap().instance_quota(), 100);
+        assert_eq!(fixture.accounts.get("b").unwrap().instance_quota(), 2);
+        assert!(fixture.accounts.get("b").unwrap().in_arrears());
+        assert!(fixture.zones.contains("cn-wlcb", "cn-wlcb-03"));
+        assert_eq!(fixture.transitions, Transitions::uniform(0));
+        assert_eq!(fixture.capacity.len(), 1);
     }
 }

@@ -1,7 +1,8 @@
-//! The API at `/`: parameters in, faults, verification in the gateway's order, the action, the
-//! envelope out; every call counted and logged.
+//! The API at `/`: parameters in, faults, verification in the gateway's order, the action,
+//! after-action faults, the envelope out; every call counted and logged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
@@ -9,18 +10,19 @@ use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use compshare_api::signing::{self, PUBLIC_KEY, Params, SIGNATURE};
 
 use super::accounts::{Account, Accounts};
-use super::actions::{self, Action, ApiError};
+use super::actions::{self, Action, ApiError, World};
 use super::counters::MISSING;
 use super::envelope;
 use super::faults::{Answer, Call, Phase, Taken};
 use super::params;
 use super::server::ConnectionControl;
-use super::{RequestId, Shared, lock, read};
+use super::{RequestId, Shared, lock, read, write};
 
 const ACTION: &str = "Action";
 /// The throttling code and the kind of message the gateway sends with it.
@@ -34,6 +36,8 @@ struct Outcome {
     /// `None`: close the connection without answering.
     response: Option<Response>,
     ids_requested: usize,
+    /// How long to hold the answer once the call is counted (an after-action `latency` fault).
+    delay_after: Duration,
 }
 
 impl Outcome {
@@ -42,6 +46,7 @@ impl Outcome {
             result: "0".to_owned(),
             response: Some(response),
             ids_requested: 0,
+            delay_after: Duration::ZERO,
         }
     }
 
@@ -50,6 +55,7 @@ impl Outcome {
             result: error.code.to_string(),
             response: Some(envelope::error(action, error.code, &error.message)),
             ids_requested: 0,
+            delay_after: Duration::ZERO,
         }
     }
 
@@ -59,6 +65,7 @@ impl Outcome {
             result: result.to_owned(),
             response: Some(response),
             ids_requested: 0,
+            delay_after: Duration::ZERO,
         }
     }
 
@@ -67,6 +74,7 @@ impl Outcome {
             result: format!("http_{status}"),
             response: Some(response),
             ids_requested: 0,
+            delay_after: Duration::ZERO,
         }
     }
 
@@ -87,6 +95,7 @@ impl Outcome {
                 result: "dropped".to_owned(),
                 response: None,
                 ids_requested: 0,
+                delay_after: Duration::ZERO,
             },
         }
     }
@@ -109,18 +118,24 @@ pub(super) async fn handle(
         }
     };
     let call = call_of(&params);
-    lock(&shared.counters).record(
-        call.action,
-        call.public_key,
-        &outcome.result,
-        outcome.ids_requested,
-    );
+    for counters in [&shared.counters, &shared.lifetime_counters] {
+        lock(counters).record(
+            call.action,
+            call.public_key,
+            &outcome.result,
+            outcome.ids_requested,
+        );
+    }
     tracing::debug!(
         request_id = %request_id.0,
         action = call.action.unwrap_or(MISSING),
         result = %outcome.result,
         "CompShare API call"
     );
+    // Counted first: a caller that gives up during this delay has still made the call.
+    if !outcome.delay_after.is_zero() {
+        tokio::time::sleep(outcome.delay_after).await;
+    }
     match outcome.response {
         Some(response) => response,
         None => {
@@ -159,15 +174,44 @@ async fn answer(shared: &Shared, params: &Params) -> Outcome {
     if let Some(answer) = taken.answer {
         return Outcome::fault(call.action, answer);
     }
+    let outcome = act(shared, account, action, params, &taken);
+    // The action is done (and, if it changed anything, for good): from here on only its answer
+    // can be lost or delayed.
+    let after = lock(&shared.faults).take(&call, Phase::AfterAction, Instant::now());
+    match after.answer {
+        Some(Answer::Drop) => Outcome {
+            delay_after: after.delay,
+            ..Outcome::fault(call.action, Answer::Drop)
+        },
+        _ => Outcome {
+            delay_after: after.delay,
+            ..outcome
+        },
+    }
+}
+
+/// Runs a verified call's action. Synchronous: no await between the action's checks and its
+/// change, so a call that got this far cannot be cut off half done.
+fn act(
+    shared: &Shared,
+    account: &Account,
+    action: Action,
+    params: &Params,
+    taken: &Taken,
+) -> Outcome {
     let name = action.name();
+    let numbers_as_strings = taken.numbers_as_strings;
+    let answer = |result: Result<Map<String, Value>, ApiError>| match result {
+        Ok(fields) => Outcome::success(envelope::fields(name, &fields, numbers_as_strings)),
+        Err(error) => Outcome::api(Some(name), error),
+    };
     match action {
         Action::DescribeInstances => {
+            shared.settle();
             let page = actions::describe(&read(&shared.inventory), account, params, &taken.hidden);
             let outcome = match page {
-                Ok(page) => {
-                    Outcome::success(envelope::instances(name, &page, taken.numbers_as_strings))
-                }
-                Err(error) => Outcome::api(call.action, error),
+                Ok(page) => Outcome::success(envelope::instances(name, &page, numbers_as_strings)),
+                Err(error) => Outcome::api(Some(name), error),
             };
             Outcome {
                 ids_requested: actions::requested_ids(params).count(),
@@ -175,7 +219,30 @@ async fn answer(shared: &Shared, params: &Params) -> Outcome {
             }
         }
         Action::GetProjectList => {
-            Outcome::success(envelope::projects(name, account, taken.numbers_as_strings))
+            Outcome::success(envelope::projects(name, account, numbers_as_strings))
+        }
+        Action::SupportZones => answer(actions::support_zones(&shared.zones, params)),
+        Action::Create
+        | Action::Start
+        | Action::Stop
+        | Action::Reboot
+        | Action::Terminate
+        | Action::UpdateStopScheduler
+        | Action::DeleteStopScheduler => {
+            let settings = lock(&shared.settings).clone();
+            let now = Instant::now();
+            let mut inventory = write(&shared.inventory);
+            inventory.settle(now, &shared.clock, &settings.transitions);
+            let mut world = World {
+                inventory: &mut inventory,
+                accounts: &shared.accounts,
+                zones: &shared.zones,
+                capacity: &settings.capacity,
+                transitions: settings.transitions,
+                clock: shared.clock,
+                now,
+            };
+            answer(actions::change(&mut world, account, action, params))
         }
     }
 }

@@ -1,12 +1,15 @@
 //! The simulated instances: indexed by id, listed in a stable order, filtered and paged the way
-//! `DescribeCompShareInstance` does.
+//! `DescribeCompShareInstance` does, and settled in time order (see the `lifecycle` module).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 
 use super::accounts::Accounts;
+use super::clock::Clock;
+use super::lifecycle::{self, Sim, Transitions};
 use super::shape::{IP_SET, OWNER, PROJECT_ID, REGION, TAG, UHOST_ID, ZONE};
 
 /// Why an instance (from a fixture or the admin interface) cannot be placed.
@@ -30,8 +33,8 @@ pub enum InstanceError {
     IdChanged { from: String, to: String },
 }
 
-/// One instance: the fields served in `UHostSet`, plus where it lives.
-#[derive(Debug)]
+/// One instance: the fields served in `UHostSet`, plus where it lives and what is due to it.
+#[derive(Clone, Debug)]
 pub(super) struct StoredInstance {
     pub id: String,
     pub owner: String,
@@ -43,6 +46,8 @@ pub(super) struct StoredInstance {
     subnet_ids: Vec<String>,
     /// Exactly what `UHostSet` carries for this instance.
     pub fields: Map<String, Value>,
+    /// Its transition, lock and scheduled stop.
+    pub sim: Sim,
 }
 
 impl StoredInstance {
@@ -84,7 +89,26 @@ impl StoredInstance {
             vpc_ids,
             subnet_ids,
             fields,
+            sim: Sim::default(),
         })
+    }
+
+    pub(crate) fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
+
+    pub(crate) fn gpu_type(&self) -> Option<&str> {
+        self.fields.get("GpuType").and_then(Value::as_str)
+    }
+
+    /// The GPUs it holds (`GPU`), 0 when unreadable.
+    pub(crate) fn gpus(&self) -> u64 {
+        self.fields.get("GPU").and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    /// Whether it holds its GPUs: every state but `Stopped` does.
+    fn holds_gpus(&self) -> bool {
+        lifecycle::state(&self.fields) != lifecycle::STOPPED
     }
 
     /// The instance as a fixture or the admin interface writes it: the served fields plus `Owner`
@@ -185,6 +209,11 @@ pub(super) struct Inventory {
     by_seq: BTreeMap<u64, Arc<StoredInstance>>,
     seq_by_id: HashMap<String, u64>,
     next_seq: u64,
+    /// When each instance with something due next needs settling, earliest first: settling costs
+    /// nothing while nothing is due, however many instances there are.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// Instances `CreateCompShareInstance` has made: numbers their addresses.
+    created: u64,
 }
 
 impl Inventory {
@@ -199,6 +228,7 @@ impl Inventory {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.seq_by_id.insert(instance.id.clone(), seq);
+        self.index_deadline(seq, None, instance.sim.deadline());
         self.by_seq.insert(seq, Arc::new(instance));
         Ok(())
     }
@@ -209,20 +239,109 @@ impl Inventory {
 
     /// Puts `instance` in the place of the one with the same id; false when there is none.
     pub(crate) fn replace(&mut self, instance: StoredInstance) -> bool {
-        match self.seq_by_id.get(&instance.id) {
-            Some(seq) => {
-                self.by_seq.insert(*seq, Arc::new(instance));
-                true
-            }
-            None => false,
-        }
+        let Some(&seq) = self.seq_by_id.get(&instance.id) else {
+            return false;
+        };
+        let new = instance.sim.deadline();
+        let old = self.by_seq.insert(seq, Arc::new(instance));
+        self.index_deadline(seq, old.and_then(|i| i.sim.deadline()), new);
+        true
+    }
+
+    /// Changes the instance `id` in place; `None` when there is none.
+    pub(crate) fn update<R>(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut StoredInstance) -> R,
+    ) -> Option<R> {
+        let seq = *self.seq_by_id.get(id)?;
+        let instance = Arc::make_mut(self.by_seq.get_mut(&seq)?);
+        let old = instance.sim.deadline();
+        let result = change(instance);
+        let new = instance.sim.deadline();
+        self.index_deadline(seq, old, new);
+        Some(result)
     }
 
     pub(crate) fn remove(&mut self, id: &str) -> bool {
-        match self.seq_by_id.remove(id) {
-            Some(seq) => self.by_seq.remove(&seq).is_some(),
-            None => false,
+        let Some(seq) = self.seq_by_id.remove(id) else {
+            return false;
+        };
+        let removed = self.by_seq.remove(&seq);
+        let old = removed.as_ref().and_then(|i| i.sim.deadline());
+        self.index_deadline(seq, old, None);
+        removed.is_some()
+    }
+
+    fn index_deadline(&mut self, seq: u64, old: Option<Instant>, new: Option<Instant>) {
+        if old == new {
+            return;
         }
+        if let Some(at) = old {
+            self.deadlines.remove(&(at, seq));
+        }
+        if let Some(at) = new {
+            self.deadlines.insert((at, seq));
+        }
+    }
+
+    /// Whether something has come due by `now`.
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
+        self.deadlines.first().is_some_and(|(at, _)| *at <= now)
+    }
+
+    /// Brings every instance with something due by `now` to where it is then.
+    pub(crate) fn settle(&mut self, now: Instant, clock: &Clock, transitions: &Transitions) {
+        while let Some(&(at, seq)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.remove(&(at, seq));
+            let Some(entry) = self.by_seq.get_mut(&seq) else {
+                continue;
+            };
+            let instance = Arc::make_mut(entry);
+            lifecycle::settle(
+                &mut instance.fields,
+                &mut instance.sim,
+                now,
+                clock,
+                transitions,
+            );
+            if let Some(next) = instance.sim.deadline() {
+                self.deadlines.insert((next, seq));
+            }
+        }
+    }
+
+    /// How many instances `owner` (a public key) has, in every region and project.
+    pub(crate) fn owned_by(&self, owner: &str) -> usize {
+        self.by_seq.values().filter(|i| i.owner == owner).count()
+    }
+
+    /// The GPUs of `gpu_type` held in `zone`, by every account's instances.
+    pub(crate) fn gpus_in_use(&self, zone: &str, gpu_type: &str) -> u64 {
+        self.by_seq
+            .values()
+            .filter(|i| i.zone() == Some(zone) && i.gpu_type() == Some(gpu_type) && i.holds_gpus())
+            .map(|i| i.gpus())
+            .sum()
+    }
+
+    /// A fresh `uhost-` and eight hex digits.
+    pub(crate) fn new_id(&self) -> String {
+        loop {
+            let id = format!("uhost-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            if !self.seq_by_id.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// A number for the next instance a create makes, never given before.
+    pub(crate) fn next_serial(&mut self) -> u64 {
+        self.created += 1;
+        self.created - 1
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<StoredInstance>> {
@@ -501,6 +620,89 @@ mod tests {
         });
         assert_eq!(ids(&page), ["uhost-1", "uhost-7"]);
         assert_eq!(page.total, 2);
+    }
+
+    #[test]
+    fn only_what_has_come_due_is_settled_and_the_index_follows_every_change() {
+        use crate::lifecycle::{Transition, begin};
+        use std::time::Duration;
+        let t0 = Instant::now();
+        let clock = Clock::anchored(t0, 1_700_000_000_000);
+        let transitions = Transitions::uniform(1000);
+        let mut inv = inventory(
+            (0..4)
+                .map(|i| instance(&format!("uhost-{i}"), json!({"State": "Running"})))
+                .collect(),
+        );
+        assert!(!inv.is_due(t0 + Duration::from_secs(3600)));
+        let stop_at = |inv: &mut Inventory, id: &str, offset_ms: u64| {
+            inv.update(id, |i| {
+                begin(
+                    &mut i.fields,
+                    &mut i.sim,
+                    Transition::Stop,
+                    t0 + Duration::from_millis(offset_ms),
+                    &clock,
+                    &transitions,
+                )
+            })
+            .unwrap()
+        };
+        stop_at(&mut inv, "uhost-0", 0);
+        stop_at(&mut inv, "uhost-1", 500);
+        stop_at(&mut inv, "uhost-2", 5000);
+        assert_eq!(inv.deadlines.len(), 3);
+        assert!(!inv.is_due(t0 + Duration::from_millis(999)));
+        assert!(inv.is_due(t0 + Duration::from_millis(1000)));
+        inv.settle(t0 + Duration::from_millis(1500), &clock, &transitions);
+        let state = |inv: &Inventory, id: &str| inv.get(id).unwrap().fields["State"].clone();
+        assert_eq!(state(&inv, "uhost-0"), "Stopped");
+        assert_eq!(state(&inv, "uhost-1"), "Stopped");
+        assert_eq!(state(&inv, "uhost-2"), "Stopping");
+        assert_eq!(inv.deadlines.len(), 1);
+        // A replaced instance keeps no stale deadline; a removed one leaves none.
+        let mut replaced = (**inv.get("uhost-2").unwrap()).clone();
+        replaced.sim = Sim::default();
+        assert!(inv.replace(replaced));
+        assert!(inv.deadlines.is_empty());
+        stop_at(&mut inv, "uhost-3", 0);
+        assert!(inv.remove("uhost-3"));
+        assert!(inv.deadlines.is_empty());
+        assert!(!inv.is_due(t0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn ownership_and_gpus_in_use_are_counted() {
+        let inv = inventory(vec![
+            instance(
+                "uhost-1",
+                json!({"GPU": 2, "GpuType": "4090", "State": "Running"}),
+            ),
+            instance(
+                "uhost-2",
+                json!({"GPU": 1, "GpuType": "4090", "State": "Stopped"}),
+            ),
+            instance(
+                "uhost-3",
+                json!({"GPU": 4, "GpuType": "A800", "State": "Running"}),
+            ),
+            instance(
+                "uhost-4",
+                json!({"GPU": 1, "GpuType": "4090", "Owner": "pub-b", "State": "Starting"}),
+            ),
+            instance(
+                "uhost-5",
+                json!({"GPU": 8, "GpuType": "4090", "Zone": "cn-wlcb-02"}),
+            ),
+        ]);
+        assert_eq!(inv.owned_by("pub-a"), 4);
+        assert_eq!(inv.owned_by("pub-b"), 1);
+        assert_eq!(inv.gpus_in_use("cn-wlcb-01", "4090"), 3);
+        assert_eq!(inv.gpus_in_use("cn-wlcb-01", "A800"), 4);
+        assert_eq!(inv.gpus_in_use("cn-wlcb-02", "4090"), 8);
+        assert_eq!(inv.gpus_in_use("cn-wlcb-03", "4090"), 0);
+        let id = inv.new_id();
+        assert!(id.starts_with("uhost-") && id.len() == 14, "{id}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt as _;
 
+use super::counters::Counters;
 use super::fixture::Fixture;
 use super::{Shared, router};
 
@@ -53,21 +54,35 @@ impl Simulator {
             .local_addr()
             .expect("a bound TCP listener has a local address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, fixture, async {
+        let shared = Arc::new(Shared::new(fixture));
+        let task = tokio::spawn(run(listener, shared.clone(), async {
             // A dropped handle stops the simulator too.
             let _ = stopped.await;
         }));
-        SimulatorHandle { addr, stop, task }
+        SimulatorHandle {
+            addr,
+            stop,
+            task,
+            shared,
+        }
     }
 }
 
 /// A running simulator. Dropping it stops the simulator without waiting.
 #[must_use = "dropping the handle stops the simulator"]
-#[derive(Debug)]
 pub struct SimulatorHandle {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SimulatorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SimulatorHandle {
@@ -78,6 +93,12 @@ impl SimulatorHandle {
     /// The base URL to give a client, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Every call answered since the start, whatever the counters' resets: what a test checks
+    /// at its end (no state-changing call from resources that only observe, say).
+    pub fn lifetime_counters(&self) -> Counters {
+        super::lock(&self.shared.lifetime_counters).clone()
     }
 
     /// Stops accepting connections, lets calls in flight finish (for a few seconds at most) and
@@ -98,12 +119,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "CompShare simulator listening");
-    run(listener, fixture, shutdown).await;
+    run(listener, Arc::new(Shared::new(fixture)), shutdown).await;
     Ok(())
 }
 
-async fn run(listener: TcpListener, fixture: Fixture, shutdown: impl Future<Output = ()>) {
-    let app = router(Arc::new(Shared::new(fixture)));
+async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let app = router(shared);
     let (stopping, stop_requested) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
