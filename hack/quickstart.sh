@@ -53,14 +53,18 @@ say "Installing the CRD, a credentials Secret and sample resources in namespace 
   --from-literal=publicKey=compshare-demo-public-key \
   --from-literal=privateKey=compshare-demo-private-key >/dev/null
 "$kubectl" -n demo apply -f examples/quickstart.yaml >/dev/null
+say "And a machine for the operator to create (management allowed in namespace demo)"
+"$kubectl" -n demo create secret generic trainer-password --from-literal=password=quickstart-pw-42 >/dev/null
+"$kubectl" -n demo apply -f examples/managed-machine.yaml >/dev/null
 
 metrics_port=$(free_port)
 say "Starting the operator (metrics on http://127.0.0.1:$metrics_port/metrics)"
 "$operator" run --endpoint "http://127.0.0.1:$sim_port" --allow-insecure-http \
-  --metrics-address "127.0.0.1:$metrics_port" >"$work/operator.log" 2>&1 &
+  --metrics-address "127.0.0.1:$metrics_port" --management-namespaces demo >"$work/operator.log" 2>&1 &
 pids+=($!)
 
 "$kubectl" -n demo wait --for=condition=Synced --timeout=60s compshareinstance --all >/dev/null
+"$kubectl" -n demo wait --for=condition=Running --timeout=60s compshareinstance/trainer >/dev/null
 echo
 "$kubectl" -n demo get compshareinstances -o wide
 
@@ -71,6 +75,8 @@ if $keep; then
   echo "  $kubectl -n demo get compshareinstances -o wide"
   echo "  curl -s -X PATCH http://127.0.0.1:$sim_port/_simulator/instances/uhost-1a2b3c4d -d '{\"State\": \"Stopped\"}'"
   echo "  $kubectl -n demo get events.events.k8s.io"
+  echo "  $kubectl -n demo patch csinst trainer --type=merge -p '{\"spec\":{\"powerState\":\"Stopped\"}}'"
+  echo "  $kubectl -n demo delete csinst trainer    # releases the machine: see curl http://127.0.0.1:$sim_port/_simulator/instances"
   echo "  Logs: $work/operator.log, $work/simulator.log"
   wait
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the simulator against the official Python SDK, and the operator
 # against a real control plane (etcd, kube-apiserver, kube-controller-manager built from Go
-# modules on first use and cached). Extra arguments go to `cargo test`.
+# modules on first use and cached), then the quick start, checked against the README's table.
+# Extra arguments go to `cargo test` (and skip the quick start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +14,9 @@ export COMPSHARE_SDK_PYTHON
 
 echo "==> cargo test" >&2
 cargo test --workspace --locked "$@"
+
+# The README's quick start, as a user runs it (not when only some tests were asked for).
+if [ $# -eq 0 ]; then
+  echo "==> The quick start (hack/quickstart.sh) prints the README's table" >&2
+  bash hack/quickstart.sh 2>/dev/null | python3 hack/check-quickstart.py
+fi

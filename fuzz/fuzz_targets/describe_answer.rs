@@ -16,13 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let mut resource = CompShareInstance::new(
         "fuzz",
         CompShareInstanceSpec {
-            uhost_id: "uhost-1".into(),
+            uhost_id: Some("uhost-1".into()),
             region: "cn-wlcb".into(),
             zone: Some("cn-wlcb-01".into()),
-            project_id: None,
-            credentials_ref: None,
-            poll_interval: None,
-            write_connection_secret_to_ref: None,
+            ..CompShareInstanceSpec::default()
         },
     );
     resource.metadata.generation = Some(1);

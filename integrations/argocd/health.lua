@@ -31,6 +31,19 @@ local function message(c, fallback)
   return fallback
 end
 
+-- Being deleted: Argo CD reads it as Progressing ("Pending deletion") before any script runs;
+-- the script says the same, so that it reads alike wherever it runs. (A deletion the operator
+-- cannot complete shows in Stalled, ReleaseBlocked, with what to do.)
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  hs.status = "Progressing"
+  hs.message = "Pending deletion"
+  local stalled = condition(obj, "Stalled")
+  if is_true(stalled) then
+    hs.message = "Pending deletion: " .. message(stalled, "a person must act")
+  end
+  return hs
+end
+
 -- The operator has not answered this generation yet (a new resource carries observedGeneration 0).
 if obj.status == nil or obj.status.observedGeneration == nil
     or (obj.metadata.generation ~= nil and obj.status.observedGeneration < obj.metadata.generation) then

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::reconciler::credentials::{AllowedNamespaces, SecretName};
+use crate::reconciler::privileges::Grants;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -48,6 +49,20 @@ pub(crate) struct RunArgs {
         default_value = ""
     )]
     pub default_credentials_namespaces: AllowedNamespaces,
+
+    /// What namespaces may do with the default credentials beyond observing:
+    /// `NAMESPACE=PRIVILEGE[@SCOPE]`, comma-separated, with PRIVILEGE `connection` (read a machine's
+    /// password into a connection Secret) or `manage` (also change machines), and SCOPE `all` (the
+    /// default), `own` (machines the namespace created), `project:ID` or `tag:TAG`; `*` for every
+    /// allowed namespace.
+    #[arg(long, env = "COMPSHARE_DEFAULT_CREDENTIALS_GRANTS", default_value = "")]
+    pub default_credentials_grants: Grants,
+
+    /// Namespaces where resources may manage machines (`managementPolicy: Manage`: create, start,
+    /// stop, release; this spends money): a comma-separated list, or `*` for all. Default: none,
+    /// so the operator only observes.
+    #[arg(long, env = "COMPSHARE_MANAGEMENT_NAMESPACES", default_value = "")]
+    pub management_namespaces: AllowedNamespaces,
 
     /// The CompShare API endpoint.
     #[arg(long, env = "COMPSHARE_ENDPOINT", default_value = compshare_api::DEFAULT_ENDPOINT)]

@@ -48,7 +48,7 @@ pub mod fuzzing {
     use std::sync::Arc;
 
     use crate::poller::{Observation, Outcome};
-    use crate::reconciler::status::{Inputs, Situation, desired};
+    use crate::reconciler::status::{Inputs, Management, Situation, desired};
     use crate::resource::{CompShareInstance, CompShareInstanceStatus};
 
     /// The status the operator writes for `resource` when an answer holds `instance`.
@@ -67,6 +67,7 @@ pub mod fuzzing {
             situation: Situation::Watched(Some(&observation)),
             connection_problem: None,
             connection_secret: None,
+            management: Management::default(),
             now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
         })
     }

@@ -125,11 +125,12 @@ async fn operate(
         metrics,
         readiness,
     } = parts;
-    let (poller, changes) = Poller::new(cloud, config.poller, metrics.clone());
+    let (poller, changes) = Poller::new(cloud.clone(), config.poller, metrics.clone());
     metrics.set_gauge_source(Some(Arc::new(poller.clone())));
     metrics.leader.set(1);
     let ctx = Arc::new(Context::new(
         kube,
+        cloud,
         poller.clone(),
         metrics.clone(),
         config.reconciler.clone(),

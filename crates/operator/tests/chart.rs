@@ -4,64 +4,14 @@
 //!
 //! A test binary of its own: the operator here watches every namespace.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use compshare_test_support::chart::{FULLNAME, as_installed, chart_dir, helm, install, render};
 use compshare_test_support::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
-
-const RELEASE: &str = "cs";
-/// The name the chart gives its objects for release `cs`: the ServiceAccount and the Lease.
-const FULLNAME: &str = "cs-compshare-operator";
-
-fn chart() -> PathBuf {
-    repo_root().join("charts/compshare-operator")
-}
-
-fn helm(args: &[&str]) -> std::process::Output {
-    let helm = compshare_testbed::binaries().unwrap().join("helm");
-    Command::new(helm)
-        .args(args)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("compshare-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("compshare-helm-config"),
-        )
-        .output()
-        .expect("run helm")
-}
-
-/// `helm template` with `--set` values; the documents as JSON.
-fn render(namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        RELEASE,
-        chart.to_str().unwrap(),
-        "--namespace",
-        namespace,
-    ];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    let output = helm(&args);
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    let text = String::from_utf8(output.stdout).unwrap();
-    Ok(text
-        .split("\n---")
-        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
-        .filter(|doc| doc.is_object())
-        .collect())
-}
 
 /// `Kind/name` of each document, sorted (helm orders them by kind for installation).
 fn kinds(docs: &[Value]) -> Vec<String> {
@@ -81,7 +31,7 @@ fn kinds(docs: &[Value]) -> Vec<String> {
 
 #[test]
 fn the_chart_lints_and_renders_as_documented() {
-    let output = helm(&["lint", "--strict", chart().to_str().unwrap()]);
+    let output = helm(&["lint", "--strict", chart_dir().to_str().unwrap()]);
     assert!(
         output.status.success(),
         "{}",
@@ -132,6 +82,60 @@ fn the_chart_lints_and_renders_as_documented() {
         json!(["get", "create", "patch", "delete"]),
         "never list or watch Secrets"
     );
+
+    // The resource itself: read, and patched only for a managed machine's finalizer and
+    // annotations (never updated, created or deleted).
+    let resources = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == json!(["compshareinstances"]))
+        .unwrap();
+    assert_eq!(resources["verbs"], json!(["get", "list", "watch", "patch"]));
+    // Management is off unless namespaces are listed; grants go with default credentials.
+    let env = |docs: &[Value]| -> Vec<(String, String)> {
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    assert!(
+        !env(&docs)
+            .iter()
+            .any(|(k, _)| k == "COMPSHARE_MANAGEMENT_NAMESPACES"),
+        "no management by default"
+    );
+    let managed = render(
+        "ops",
+        &[
+            "management.allowedNamespaces={ml,batch}",
+            "defaultCredentials.existingSecret=keys",
+            "defaultCredentials.allowedNamespaces={ml}",
+            "defaultCredentials.grants={ml=manage@own,ops=connection}",
+        ],
+    )
+    .unwrap();
+    let managed = env(&managed);
+    for (key, value) in [
+        ("COMPSHARE_MANAGEMENT_NAMESPACES", "ml,batch"),
+        (
+            "COMPSHARE_DEFAULT_CREDENTIALS_GRANTS",
+            "ml=manage@own,ops=connection",
+        ),
+    ] {
+        assert!(
+            managed.contains(&(key.to_owned(), value.to_owned())),
+            "{key}={value} in {managed:?}"
+        );
+    }
 
     // Scoped to one namespace, every grant is a Role there; default credentials add a Role
     // for that one Secret in the release namespace.
@@ -209,41 +213,6 @@ fn the_chart_lints_and_renders_as_documented() {
     )
     .unwrap();
     assert!(kinds(&docs).contains(&"Secret/cs-compshare-operator-default-credentials".to_owned()));
-}
-
-/// Installs what the chart renders (its Deployment stays without pods: this control plane has no
-/// scheduler or kubelet) and returns a kubeconfig for its ServiceAccount.
-async fn install(bed: &Namespace, release_namespace: &str, sets: &[&str]) -> PathBuf {
-    let docs = render(release_namespace, sets).unwrap();
-    let manifest: String = docs
-        .iter()
-        .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap()))
-        .collect();
-    let file = std::env::temp_dir().join(format!("{release_namespace}-chart.yaml"));
-    std::fs::write(&file, manifest).unwrap();
-    let output =
-        bed.control_plane
-            .kubectl(["apply", "--server-side", "-f", file.to_str().unwrap()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    bed.control_plane
-        .service_account_kubeconfig(release_namespace, FULLNAME)
-        .await
-        .unwrap()
-}
-
-/// The operator as the chart's Deployment runs it: with its ServiceAccount, and its Lease in the
-/// release namespace.
-fn as_installed(bed: &Bed, kubeconfig: &Path, release_namespace: &str) -> OperatorBuilder {
-    bed.operator()
-        .kubeconfig(kubeconfig)
-        .arg("--leader-election-namespace")
-        .arg(release_namespace)
-        .arg("--lease-name")
-        .arg(FULLNAME)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

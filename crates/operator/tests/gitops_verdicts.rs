@@ -123,17 +123,22 @@ async fn every_tool_reads_every_state_as_the_readme_says() {
             i
         })
         .collect();
-    for name in ["paused", "edited"] {
+    for name in ["paused", "edited", "locked", "release"] {
         let mut i = instance(&format!("uhost-{name}"), "Running");
         i["Owner"] = json!(PUBLIC_KEY);
         instances.push(i);
     }
+    let mut purpose = instance("uhost-purpose", "Stopped");
+    purpose["Owner"] = json!(PUBLIC_KEY);
+    instances.push(purpose);
     let mut throttled = instance("uhost-throttled", "Running");
     throttled["Owner"] = json!(THROTTLED_KEY);
     instances.push(throttled);
     let fixture = Fixture::builder()
         .account(PUBLIC_KEY, PRIVATE_KEY)
+        .project(PROJECT_ID)
         .account(THROTTLED_KEY, PRIVATE_KEY)
+        .capacity("cn-wlcb-02", "4090", 0)
         .instances(instances)
         .build()
         .unwrap();
@@ -173,7 +178,12 @@ async fn every_tool_reads_every_state_as_the_readme_says() {
         ("credentials rejected", "rejected"),
     ]);
 
-    let operator = bed.operator().start().await;
+    let operator = bed
+        .operator()
+        .arg("--management-namespaces")
+        .arg(bed.namespace.clone())
+        .start()
+        .await;
     let names: Vec<&str> = observed
         .iter()
         .map(|(_, n)| *n)
@@ -204,6 +214,80 @@ async fn every_tool_reads_every_state_as_the_readme_says() {
         condition(o, "Paused").is_some()
     })
     .await;
+    // Managed machines: stopped on purpose; asked to stop while another operation holds it;
+    // being created in a zone without capacity; deleted, with its credentials gone.
+    bed.allow_state_changes();
+    bed.secret(MACHINE_PASSWORD_SECRET, &[("password", MACHINE_PASSWORD)])
+        .await;
+    bed.credentials("release-keys").await;
+    bed.simulator_admin
+        .lock_instance("uhost-locked", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let managed = |id: &str, change: Value| {
+        let mut spec = spec(id);
+        spec["managementPolicy"] = json!("Manage");
+        for (k, v) in change.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    bed.create(
+        "purpose",
+        managed("uhost-purpose", json!({"powerState": "Stopped"})),
+    )
+    .await;
+    bed.create(
+        "asked-to-stop",
+        managed("uhost-locked", json!({"powerState": "Stopped"})),
+    )
+    .await;
+    let mut creating = machine_spec();
+    creating["zone"] = json!("cn-wlcb-02");
+    bed.create("creating", creating).await;
+    bed.create(
+        "release-blocked",
+        managed(
+            "uhost-release",
+            json!({"deletionPolicy": "Delete", "credentialsRef": {"name": "release-keys"}}),
+        ),
+    )
+    .await;
+    bed.wait_for("purpose", "settled", SETTLE, |o| {
+        answered(o) && condition(o, "Ready").is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    bed.wait_for("asked-to-stop", "locked", SETTLE, |o| {
+        condition(o, "Reconciling") == Some(("True", "InstanceLocked"))
+    })
+    .await;
+    bed.wait_for("creating", "waiting for capacity", SETTLE, |o| {
+        condition(o, "Reconciling") == Some(("True", "WaitingForCapacity"))
+    })
+    .await;
+    bed.wait_for("release-blocked", "observed", SETTLE, |o| {
+        answered(o)
+            && !o
+                .metadata
+                .finalizers
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+    })
+    .await;
+    bed.secrets()
+        .delete("release-keys", &Default::default())
+        .await
+        .unwrap();
+    bed.instances()
+        .delete("release-blocked", &Default::default())
+        .await
+        .unwrap();
+    bed.wait_for("release-blocked", "blocked", SETTLE, |o| {
+        condition(o, "Stalled") == Some(("True", "ReleaseBlocked"))
+    })
+    .await;
+
     // From here on, nothing changes the objects: what watchers see of a new resource and of a
     // spec edit stays what they see until an operator observes them.
     assert_eq!(operator.stop().map(|s| s.success()), Some(true));
@@ -226,6 +310,13 @@ async fn every_tool_reads_every_state_as_the_readme_says() {
             ("paused, last seen Running", "paused"),
             ("spec edited, not observed yet", "edited"),
             ("just created", "fresh"),
+            ("stopped on purpose (powerState: Stopped)", "purpose"),
+            (
+                "asked to stop, the machine locked by another operation",
+                "asked-to-stop",
+            ),
+            ("being created, waiting for capacity", "creating"),
+            ("deleted, its machine cannot be released", "release-blocked"),
         ])
         .map(|(situation, name)| Case {
             situation,

@@ -13,9 +13,11 @@ use compshare_testbed::{ControlPlane, Daemon};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
+
+pub mod chart;
 
 /// The key pair of the account every test fixture holds.
 pub const PUBLIC_KEY: &str = "test-public-key";
@@ -23,10 +25,33 @@ pub const PRIVATE_KEY: &str = "test-private-key-0123456789abcdef";
 
 /// One test's world: its namespace (the operations on which it offers through [`Namespace`]),
 /// its simulator, a place for logs.
+///
+/// A bed is observe-only unless the test says otherwise ([`Bed::allow_state_changes`]): when it is
+/// dropped at the end of a passing test, its simulator must have received no state-changing call
+/// (create, start, stop, terminate, …) in its whole life.
 pub struct Bed {
     namespace: Namespace,
     pub simulator: SimulatorHandle,
     logs: tempfile::TempDir,
+    state_changes_allowed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            || self
+                .state_changes_allowed
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let calls = self.simulator.lifetime_counters().mutating_calls();
+        assert_eq!(
+            calls, 0,
+            "{}: an observe-only test made {calls} state-changing calls",
+            self.namespace.namespace
+        );
+    }
 }
 
 impl std::ops::Deref for Bed {
@@ -75,7 +100,14 @@ impl Bed {
                 .prefix(&format!("{name}-logs-"))
                 .tempdir()
                 .unwrap(),
+            state_changes_allowed: false.into(),
         }
+    }
+
+    /// This test manages machines: state-changing calls are expected.
+    pub fn allow_state_changes(&self) {
+        self.state_changes_allowed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The same helpers for another namespace.
@@ -148,6 +180,31 @@ impl Namespace {
             .create(&PostParams::default(), &object)
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"))
+    }
+
+    /// Creates each spec as an untyped resource (the typed spec cannot hold most bad input) and
+    /// asserts that admission refuses it with a message containing the expected text.
+    pub async fn assert_refused<'a>(&self, cases: impl IntoIterator<Item = (Value, &'a str)>) {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &CompShareInstance::api_resource(),
+        );
+        for (i, (spec, expected)) in cases.into_iter().enumerate() {
+            let object = serde_json::from_value(json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "metadata": {"name": format!("bad-{i}")}, "spec": spec,
+            }))
+            .unwrap();
+            let error = api
+                .create(&PostParams::default(), &object)
+                .await
+                .expect_err(&format!("{spec} must be rejected"));
+            assert!(
+                error.to_string().contains(expected),
+                "{spec}: {error} lacks {expected:?}"
+            );
+        }
     }
 
     pub async fn annotate(&self, name: &str, key: &str, value: Option<&str>) {
@@ -286,6 +343,98 @@ impl Namespace {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+/// The project of the account that manages machines ([`managed_fixture`]).
+pub const PROJECT_ID: &str = "org-test";
+/// The login password a created machine gets, from the Secret [`Bed::manage`] makes.
+pub const MACHINE_PASSWORD: &str = "machine-password-42";
+/// The Secret holding [`MACHINE_PASSWORD`].
+pub const MACHINE_PASSWORD_SECRET: &str = "machine-password";
+
+/// A fixture for managing machines: the test account, in project [`PROJECT_ID`], with no
+/// instances and transitions of one second.
+pub fn managed_fixture() -> compshare_simulator::FixtureBuilder {
+    Fixture::builder()
+        .account(PUBLIC_KEY, PRIVATE_KEY)
+        .project(PROJECT_ID)
+        .transitions(compshare_simulator::Transitions::uniform(1000))
+}
+
+/// A spec creating a 4090 machine in cn-wlcb-01 with the namespace's credentials Secret `keys`
+/// and the password Secret, kept Running.
+pub fn machine_spec() -> Value {
+    json!({
+        "managementPolicy": "Manage",
+        "region": "cn-wlcb",
+        "zone": "cn-wlcb-01",
+        "projectId": PROJECT_ID,
+        "credentialsRef": {"name": "keys"},
+        "machine": {
+            "gpuType": "4090", "gpu": 1, "cpu": 16, "memoryMB": 65536,
+            "imageId": "compshareImage-test",
+            "disks": [{"boot": true, "type": "CLOUD_SSD", "sizeGB": 200}],
+            "passwordSecretRef": {"name": MACHINE_PASSWORD_SECRET},
+        },
+        "powerState": "Running",
+    })
+}
+
+impl Bed {
+    /// Prepares this bed for managing machines: state-changing calls are expected, and the
+    /// credentials Secret `keys` and the password Secret exist.
+    pub async fn manage(&self) {
+        self.allow_state_changes();
+        self.credentials("keys").await;
+        self.secret(MACHINE_PASSWORD_SECRET, &[("password", MACHINE_PASSWORD)])
+            .await;
+    }
+
+    /// The operator, allowed to manage machines in this namespace.
+    pub fn manager(&self) -> OperatorBuilder {
+        self.operator()
+            .arg("--management-namespaces")
+            .arg(self.namespace.namespace.clone())
+    }
+}
+
+impl Namespace {
+    /// The simulator's machines bearing the mark of the resource with `uid` (its `Remark`).
+    pub async fn machines_of(&self, uid: &str) -> Vec<serde_json::Map<String, Value>> {
+        self.simulator_admin
+            .instances()
+            .await
+            .expect("instances")
+            .into_iter()
+            .filter(|i| {
+                i.get("Remark")
+                    .and_then(Value::as_str)
+                    .is_some_and(|r| r.ends_with(&format!(" uid={uid}")))
+            })
+            .collect()
+    }
+
+    /// Waits until the simulator holds a machine bearing the mark of the resource with `uid`.
+    pub async fn until_machine_of(&self, uid: &str, timeout: Duration) {
+        poll_until(timeout, async || {
+            if self.machines_of(uid).await.is_empty() {
+                Err(())
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .unwrap_or_else(|()| panic!("no machine of {uid} reached the simulator in {timeout:?}"));
+    }
+
+    /// The simulator's machines, all of them.
+    pub async fn machine_count(&self) -> usize {
+        self.simulator_admin
+            .instances()
+            .await
+            .expect("instances")
+            .len()
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! The schedule is kept by instance id, not by resource: several resources naming one machine
 //! (in one namespace or many) cost one id in one call per interval, at the shortest of their poll
-//! intervals, and every one of them gets its own observation from the answer.
+//! intervals, and every one of them gets its own observation from the answer. An instance on its
+//! way somewhere (`Starting`, `Stopping`, …) is polled every [`MOVING_INTERVAL`] until it settles,
+//! batched with the other moving instances of its group; settled ones keep their intervals.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,12 +25,16 @@ use super::schedule::{Inserted, Page, Schedule};
 use super::{GroupKey, Key, ResourceKey, Target};
 use crate::metrics::{BackoffLabels, Metrics};
 use compshare_api::{
-    CallError, Client, Credentials, DescribeRequest, DescribeResponse, Disposition, Instance,
+    CallError, Client, Credentials, DescribeRequest, DescribeResponse, Disposition, Instance, Phase,
 };
 use compshare_api::{DESCRIBE_ACTION, MAX_IDS_PER_CALL};
 
 /// An instance id.
 type Id = CompactString;
+
+/// How often an instance on its way somewhere is polled, so that a wait for it to settle ends
+/// within seconds of it settling.
+pub(super) const MOVING_INTERVAL: Duration = Duration::from_secs(3);
 
 /// What a group shares with its task.
 pub(super) struct Group {
@@ -44,6 +50,8 @@ struct GroupState {
     schedule: Schedule<Id>,
     /// The resources naming each instance id.
     ids: HashMap<Id, Vec<Key>>,
+    /// The ids whose instance was last seen on its way somewhere.
+    moving: std::collections::HashSet<Id>,
     members: HashMap<Key, Member>,
     /// Refreshes waiting for the end of their resource's refresh spacing.
     deferred: Vec<(Instant, Key)>,
@@ -95,6 +103,7 @@ impl Group {
             state: Mutex::new(GroupState {
                 schedule,
                 ids: HashMap::new(),
+                moving: Default::default(),
                 members: HashMap::new(),
                 deferred: Vec::new(),
                 last_success: None,
@@ -134,10 +143,10 @@ impl Group {
                 member.generation = target.generation;
                 member.interval = target.interval;
                 let moved = state.reschedule(&id, now);
-                if respecified {
+                if respecified || target.observe_now {
                     state.schedule.mark_urgent(&id, now);
                 }
-                respecified || moved
+                respecified || target.observe_now || moved
             }
             None => {
                 state.members.insert(
@@ -231,8 +240,10 @@ impl Group {
 }
 
 impl GroupState {
-    /// Schedules `id` at the shortest interval of the members naming it; whether that changed.
+    /// Schedules `id` at the shortest interval of the members naming it (or faster while the
+    /// instance moves); whether that changed.
     fn reschedule(&mut self, id: &Id, now: Instant) -> bool {
+        let moving = self.moving.contains(id).then_some(MOVING_INTERVAL);
         let interval = self
             .ids
             .get(id)
@@ -240,7 +251,8 @@ impl GroupState {
             .flatten()
             .filter_map(|key| self.members.get(key))
             .map(|m| m.interval)
-            .min();
+            .min()
+            .map(|interval| moving.map_or(interval, |fast| interval.min(fast)));
         match interval {
             Some(interval) => {
                 self.schedule
@@ -263,6 +275,7 @@ impl GroupState {
             keys.retain(|k| **k != *key);
             if keys.is_empty() {
                 self.ids.remove(&member.uhost_id);
+                self.moving.remove(&member.uhost_id);
             }
         }
         self.reschedule(&member.uhost_id, now);
@@ -521,6 +534,24 @@ impl GroupState {
                 Err(error)
             }
         };
+
+        // Instances on their way somewhere are polled faster until they settle.
+        if let Ok(answer) = &answer {
+            for id in &page.keys {
+                let moving = answer
+                    .found
+                    .get(id)
+                    .is_some_and(|i| Phase::of(&i.state) == Phase::Moving);
+                let changed = if moving {
+                    self.moving.insert(id.clone())
+                } else {
+                    self.moving.remove(id)
+                };
+                if changed {
+                    self.reschedule(id, now);
+                }
+            }
+        }
 
         let mut changed = Vec::new();
         for (key, &generation) in asked {

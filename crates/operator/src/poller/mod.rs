@@ -65,6 +65,9 @@ pub(crate) struct Target {
     /// The resource's `metadata.generation`: an observation says which generation it answered,
     /// and a new generation is observed right away.
     pub generation: i64,
+    /// Observe it right away (with whatever else is urgent in its group): the operator has just
+    /// changed the machine.
+    pub observe_now: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -135,6 +138,15 @@ struct Registry {
 struct Account {
     budget: Arc<Budget>,
     refreshes: Arc<RefreshShares>,
+}
+
+impl Account {
+    fn new(config: BudgetConfig) -> Self {
+        Account {
+            budget: Arc::new(Budget::new(config)),
+            refreshes: Arc::new(RefreshShares::new(config.calls_per_minute.get())),
+        }
+    }
 }
 
 struct GroupEntry {
@@ -226,14 +238,11 @@ impl Poller {
             }
             None => Arc::new(key.clone()),
         };
-        let budget = self.shared.config.budget;
+        let config = self.shared.config.budget;
         let account = registry
             .accounts
             .entry(target.credentials.public_key.clone())
-            .or_insert_with(|| Account {
-                budget: Arc::new(Budget::new(budget)),
-                refreshes: Arc::new(RefreshShares::new(budget.calls_per_minute.get())),
-            })
+            .or_insert_with(|| Account::new(config))
             .clone();
         let group = registry
             .groups
@@ -260,6 +269,27 @@ impl Poller {
         for key in gone {
             registry.remove_member(&key);
         }
+    }
+
+    /// Waits for, and spends, a token of `credentials`' account budget, for a call made outside
+    /// polling (the operator's state-changing calls): no mix of calls exceeds the budget.
+    pub(crate) async fn spend(&self, credentials: &Credentials) {
+        let budget = {
+            let config = self.shared.config.budget;
+            let mut registry = self.registry();
+            registry
+                .accounts
+                .entry(credentials.public_key.clone())
+                .or_insert_with(|| Account::new(config))
+                .budget
+                .clone()
+        };
+        let waited = budget.spend().await;
+        self.shared
+            .wiring
+            .metrics
+            .budget_wait_seconds
+            .observe(waited.as_secs_f64());
     }
 
     /// Stops every observation, for good: later `sync` calls observe nothing. For a replica that

@@ -108,6 +108,7 @@ impl Harness {
             zone: None,
             interval,
             generation: 1,
+            observe_now: false,
         };
         self.poller.sync(&key, Some(target.clone()), None);
         self.targets.lock().unwrap().insert(key.clone(), target);
@@ -358,4 +359,47 @@ async fn an_element_that_cannot_be_read_marks_only_its_own_resource() {
     assert_eq!(o.instance.as_ref().unwrap().state, "Stopped");
     // One call served all three, and nothing backs off: the group is healthy.
     assert_eq!(h.calls().await, 1);
+}
+
+#[tokio::test]
+async fn a_moving_instance_is_polled_fast_until_it_settles() {
+    let mut h = Harness::start(2).await;
+    let moving = h.watch(0, PRIVATE_KEY);
+    let settled = h.watch(1, PRIVATE_KEY);
+    h.until(&moving, |o| o.outcome == Outcome::Found).await;
+    h.until(&settled, |o| o.outcome == Outcome::Found).await;
+
+    h.admin
+        .patch_instance(&id(0), json!({"State": "Stopping"}))
+        .await
+        .unwrap();
+    // What the operator does after asking for a stop: observe now.
+    let mut hurry = h.targets.lock().unwrap().get(&moving).cloned().unwrap();
+    hurry.observe_now = true;
+    h.poller.sync(&moving, Some(hurry), None);
+    h.until(&moving, |o| {
+        o.instance.as_ref().is_some_and(|i| i.state == "Stopping")
+    })
+    .await;
+    h.admin.reset_counters().await.unwrap();
+    h.admin
+        .patch_instance(&id(0), json!({"State": "Stopped"}))
+        .await
+        .unwrap();
+    // Seen within a few seconds, not at the 60 s interval.
+    let start = Instant::now();
+    h.until(&moving, |o| {
+        o.instance.as_ref().is_some_and(|i| i.state == "Stopped")
+    })
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    // Settled: back to its interval (no call for the next several seconds), and the settled
+    // instance was never asked for more often than its own.
+    h.admin.reset_counters().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.calls().await, 0);
 }

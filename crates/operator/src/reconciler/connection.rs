@@ -31,12 +31,14 @@ pub(super) struct ConnectionSecret {
 }
 
 /// Brings the connection Secret in line with the spec and the latest known instance. Writes only
-/// when something differs; removes a Secret it owns that the spec no longer names.
+/// when something differs; removes a Secret it owns that the spec no longer names, or that the
+/// resource may no longer have (`refused`: the grant for the machine's password is missing).
 pub(super) async fn sync(
     client: &kube::Client,
     metrics: &Metrics,
     resource: &CompShareInstance,
     instance: Option<&Instance>,
+    refused: Option<Problem>,
 ) -> Result<ConnectionSecret, kube::Error> {
     let namespace = resource.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -50,12 +52,18 @@ pub(super) async fn sync(
         .as_ref()
         .and_then(|s| s.connection_secret_name.as_deref());
 
-    if let Some(previous) = maintained.filter(|p| Some(*p) != wanted) {
+    if let Some(previous) = maintained.filter(|p| Some(*p) != wanted || refused.is_some()) {
         delete_if_owned(&api, previous, resource, metrics).await?;
     }
     let Some(name) = wanted else {
         return Ok(ConnectionSecret::default());
     };
+    if let Some(problem) = refused {
+        return Ok(ConnectionSecret {
+            name: None,
+            problem: Some(problem),
+        });
+    }
     // Nothing to write before the instance has been seen (or after a restart, before the first
     // observation): keep what exists.
     let Some(instance) = instance else {

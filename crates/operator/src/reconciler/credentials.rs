@@ -55,7 +55,7 @@ pub(crate) enum AllowedNamespaces {
 }
 
 impl AllowedNamespaces {
-    fn allows(&self, namespace: &str) -> bool {
+    pub(crate) fn allows(&self, namespace: &str) -> bool {
         match self {
             AllowedNamespaces::All => true,
             AllowedNamespaces::Only(names) => names.contains(namespace),

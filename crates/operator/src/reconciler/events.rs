@@ -10,7 +10,7 @@ use kube::runtime::events::EventType;
 
 use super::reasons::Reason;
 use super::status::{FALSE, PAUSED, STALLED, SYNCED, TRUE, condition};
-use crate::resource::CompShareInstanceStatus;
+use crate::resource::{ActionRecord, CompShareInstanceStatus};
 
 /// An event to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +86,37 @@ pub(super) fn transitions(
         _ => {}
     }
     events
+}
+
+/// The event a state-changing call the operator made deserves.
+pub(crate) fn action(record: &ActionRecord) -> Transition {
+    let reason = match (record.result.as_str(), record.action.as_str()) {
+        ("Succeeded", "Create") => Reason::MachineCreated,
+        ("Succeeded", "Start") => Reason::StartRequested,
+        ("Succeeded", "Stop") => Reason::StopRequested,
+        ("Succeeded", "ScheduleStop") => Reason::StopScheduled,
+        ("Succeeded", "CancelScheduledStop") => Reason::ScheduledStopCancelled,
+        ("Succeeded", "Terminate") => Reason::TerminateRequested,
+        ("Succeeded", _) => Reason::Released,
+        _ => Reason::ActionFailed,
+    };
+    let note = match &record.message {
+        None => format!("{}: succeeded", record.action),
+        Some(message) if record.result == "Unknown" => format!(
+            "{}: the answer was lost ({message}); the operator finds out what happened by observing",
+            record.action
+        ),
+        Some(message) => format!("{}: {message}", record.action),
+    };
+    Transition {
+        type_: if reason == Reason::ActionFailed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.as_str().to_owned(),
+        note,
+    }
 }
 
 /// Publishes events (`events.k8s.io/v1`) about resources.

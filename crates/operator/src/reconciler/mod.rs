@@ -7,6 +7,8 @@
 mod connection;
 pub(crate) mod credentials;
 mod events;
+mod manage;
+pub(crate) mod privileges;
 mod reasons;
 pub(crate) mod status;
 
@@ -29,14 +31,16 @@ use tokio::sync::mpsc;
 use crate::metrics::{Metrics, ResultLabels, WriteLabels};
 use crate::poller::{Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
-    CompShareInstance, CompShareInstanceStatus, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL,
-    PAUSED_ANNOTATION, REFRESH_ANNOTATION,
+    ActionRecord, CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareInstance,
+    CompShareInstanceStatus, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, PAUSED_ANNOTATION,
+    REFRESH_ANNOTATION, RELEASE_FINALIZER,
 };
 use crate::server::Readiness;
 use compshare_api::Disposition;
-use credentials::{CredentialsPolicy, CredentialsResolver, ResolveError};
+use credentials::{AllowedNamespaces, CredentialsPolicy, CredentialsResolver, ResolveError};
+use privileges::Privilege;
 use reasons::Reason;
-use status::{Inputs, Situation};
+use status::{Inputs, Management, Situation};
 
 /// The field manager of everything the operator writes (server-side apply).
 pub(crate) const FIELD_MANAGER: &str = "compshare-operator";
@@ -55,16 +59,25 @@ pub(crate) struct Settings {
     pub reporter_instance: Option<String>,
     /// When a failed reconciliation is tried again (jittered).
     pub retry_after_error: Duration,
+    /// Where resources may manage machines.
+    pub management_namespaces: AllowedNamespaces,
+    /// What namespaces may do with the default credentials beyond observing.
+    pub grants: privileges::Grants,
 }
 
 /// What every reconciliation shares.
 pub(crate) struct Context {
     client: kube::Client,
+    /// For the operator's own calls (managing machines); observation goes through the poller.
+    cloud: compshare_api::Client,
     poller: Poller,
     credentials: Arc<CredentialsResolver>,
     events: events::Publisher,
     /// Resources whose last status write was refused and reported (see `report_refused_write`).
     refused: Mutex<HashSet<ResourceKey>>,
+    /// The last state-changing call per resource, held back from being made again while its
+    /// effect is on its way or the cloud asked to wait (see `manage::Held`).
+    recent_calls: Mutex<std::collections::HashMap<ResourceKey, manage::Held>>,
     metrics: Arc<Metrics>,
     settings: Settings,
 }
@@ -72,6 +85,7 @@ pub(crate) struct Context {
 impl Context {
     pub(crate) fn new(
         client: kube::Client,
+        cloud: compshare_api::Client,
         poller: Poller,
         metrics: Arc<Metrics>,
         settings: Settings,
@@ -87,7 +101,9 @@ impl Context {
                 settings.reporter_instance.as_deref(),
             ),
             refused: Mutex::default(),
+            recent_calls: Mutex::default(),
             client,
+            cloud,
             poller,
             metrics,
             settings,
@@ -171,7 +187,15 @@ fn keep_what_is_read(o: &mut CompShareInstance) {
     meta.managed_fields = None;
     meta.labels = None;
     if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|k, _| k == PAUSED_ANNOTATION || k == REFRESH_ANNOTATION);
+        annotations.retain(|k, _| {
+            [
+                PAUSED_ANNOTATION,
+                REFRESH_ANNOTATION,
+                CREATED_ID_ANNOTATION,
+                CREATE_PENDING_ANNOTATION,
+            ]
+            .contains(&k.as_str())
+        });
     }
 }
 
@@ -182,6 +206,9 @@ fn reconcile_inputs(o: &CompShareInstance) -> Option<u64> {
     o.is_paused().hash(&mut h);
     o.refresh_request().hash(&mut h);
     o.metadata.deletion_timestamp.is_some().hash(&mut h);
+    o.machine_id().hash(&mut h);
+    o.annotation(CREATE_PENDING_ANNOTATION).hash(&mut h);
+    o.metadata.finalizers.hash(&mut h);
     Some(h.finish())
 }
 
@@ -208,125 +235,242 @@ async fn reconcile(resource: Arc<CompShareInstance>, ctx: Arc<Context>) -> Resul
 
 async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(resource);
+    let now = jiff::Timestamp::now();
     if resource.metadata.deletion_timestamp.is_some() {
         ctx.poller.sync(&key, None, None);
         ctx.refused.lock().expect("refused lock").remove(&key);
+        if resource.finalizers().iter().any(|f| f == RELEASE_FINALIZER) {
+            return ctx.release(resource, now).await;
+        }
         return Ok(Action::await_change());
     }
     let interval = poll_interval(resource, ctx.settings.default_poll_interval);
 
     let problem;
+    let progress;
     let observation;
-    let (situation, next) = if resource.is_paused() {
-        ctx.poller.sync(&key, None, None);
-        (Situation::Paused, Action::await_change())
-    } else {
+    let mut management = Management {
+        power: resource
+            .is_managed()
+            .then_some(resource.spec.power_state)
+            .flatten(),
+        ..Management::default()
+    };
+    let mut action = None;
+    let mut step = manage::Step::default();
+    let mut connection_refused = None;
+    let (situation, next) = 'situation: {
+        if resource.is_paused() {
+            ctx.poller.sync(&key, None, None);
+            break 'situation (Situation::Paused, Action::await_change());
+        }
         // Secrets are not watched (that would need rights to read every Secret): a resource
         // stalled on its credentials reads its Secret afresh each time it is checked again.
-        match ctx
+        let credentials = match ctx
             .credentials
             .resolve(resource, stalled_on_credentials(resource))
             .await
         {
+            Ok(credentials) => credentials,
             Err(ResolveError::Kube(e)) => return Err(e.into()),
             Err(ResolveError::Problem(p)) => {
                 ctx.poller.sync(&key, None, None);
                 problem = p;
                 // A fixed Secret is noticed by checking again at the poll interval.
-                (
-                    Situation::CredentialsProblem(&problem),
+                break 'situation (
+                    Situation::Refused(&problem),
                     Action::requeue(jittered(interval)),
-                )
+                );
             }
-            Ok(credentials) => {
-                let target = Target {
-                    credentials,
-                    region: resource.spec.region.clone(),
-                    project_id: resource.spec.project_id.clone(),
-                    uhost_id: resource.spec.uhost_id.clone(),
-                    zone: resource.spec.zone.clone(),
-                    interval,
-                    generation: resource.metadata.generation.unwrap_or_default(),
+        };
+        if let Err(p) = ctx.may_manage(resource) {
+            ctx.poller.sync(&key, None, None);
+            problem = p;
+            break 'situation (
+                Situation::Refused(&problem),
+                Action::requeue(jittered(interval)),
+            );
+        }
+        let mut observe_now = false;
+        let id = match resource.machine_id() {
+            Some(id) => {
+                ctx.keep_finalizer(resource).await?;
+                id.to_owned()
+            }
+            // A machine to create (the CRD allows no id only with spec.machine and Manage).
+            None => {
+                let password = match ctx.prepare_create(resource).await? {
+                    Ok(password) => password,
+                    Err(p) => {
+                        problem = p;
+                        break 'situation (
+                            Situation::Refused(&problem),
+                            Action::requeue(jittered(interval)),
+                        );
+                    }
                 };
-                let handled = resource
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.last_handled_refresh.as_deref());
-                let refresh = resource.refresh_request();
-                let refresh = refresh.as_deref().filter(|token| Some(*token) != handled);
-                observation = ctx.poller.sync(&key, Some(target), refresh);
-                // Checked again at the poll interval, as no Secret is watched: a key pair the
-                // cloud rejected (until it is fixed), and the connection Secret (restored if
-                // deleted or edited). Otherwise nothing is done until the observation or the
-                // resource changes, or a credentials Secret does (`CredentialsResolver::rotations`).
-                let rejected = observation.as_ref().is_some_and(|o| {
-                    matches!(&o.outcome, Outcome::Failed(e) if e.disposition() == Disposition::CredentialsRejected)
-                });
-                let next = if rejected || resource.spec.write_connection_secret_to_ref.is_some() {
-                    Action::requeue(jittered(interval))
-                } else {
-                    Action::await_change()
-                };
-                (Situation::Watched(observation.as_deref()), next)
+                let (creation, record) = ctx
+                    .create_machine(resource, &credentials, password, now)
+                    .await?;
+                action = record;
+                match creation {
+                    manage::Creation::Known(id) => {
+                        observe_now = true;
+                        id
+                    }
+                    manage::Creation::Waiting(p, after) => {
+                        progress = p;
+                        break 'situation (Situation::Working(&progress), Action::requeue(after));
+                    }
+                    manage::Creation::Refused(p, after) => {
+                        problem = p;
+                        break 'situation (Situation::Refused(&problem), Action::requeue(after));
+                    }
+                }
+            }
+        };
+        let target = Target {
+            credentials: credentials.clone(),
+            region: resource.spec.region.clone(),
+            project_id: resource.spec.project_id.clone(),
+            uhost_id: id.clone(),
+            zone: resource.spec.zone.clone(),
+            interval,
+            generation: resource.metadata.generation.unwrap_or_default(),
+            observe_now,
+        };
+        let handled = resource
+            .status
+            .as_ref()
+            .and_then(|s| s.last_handled_refresh.as_deref());
+        let refresh = resource.refresh_request();
+        let refresh = refresh.as_deref().filter(|token| Some(*token) != handled);
+        observation = ctx.poller.sync(&key, Some(target.clone()), refresh);
+        let found = observation
+            .as_deref()
+            .filter(|o| o.outcome == Outcome::Found)
+            .and_then(|o| o.instance.as_deref());
+        connection_refused = resource
+            .spec
+            .write_connection_secret_to_ref
+            .as_ref()
+            .and_then(|_| ctx.grant(resource, Privilege::Connection, found).err());
+        // Checked again at the poll interval, as no Secret is watched: a key pair the cloud
+        // rejected (until it is fixed), and the connection Secret (restored if deleted or
+        // edited). Otherwise nothing is done until the observation or the resource changes, or a
+        // credentials Secret does (`CredentialsResolver::rotations`).
+        let rejected = observation.as_ref().is_some_and(|o| {
+            matches!(&o.outcome, Outcome::Failed(e) if e.disposition() == Disposition::CredentialsRejected)
+        });
+        let mut next = if rejected || resource.spec.write_connection_secret_to_ref.is_some() {
+            Action::requeue(jittered(interval))
+        } else {
+            Action::await_change()
+        };
+        if resource.is_managed()
+            && let Some(instance) = found
+        {
+            step = ctx
+                .keep_as_asked(&key, resource, &credentials, &target, instance, now)
+                .await;
+            if let Some(after) = step.look_again {
+                next = Action::requeue(after);
             }
         }
+        (Situation::Watched(observation.as_deref()), next)
     };
+    let action = action.or(step.action.take());
+    management.action = action.as_ref();
+    management.progress = step.progress.as_ref();
+    management.problem = step.problem.as_ref();
 
     let instance = match situation {
         Situation::Watched(Some(o)) => o.instance.as_deref(),
         _ => None,
     };
-    let connection = connection::sync(&ctx.client, &ctx.metrics, resource, instance).await?;
+    let connection = connection::sync(
+        &ctx.client,
+        &ctx.metrics,
+        resource,
+        instance,
+        connection_refused,
+    )
+    .await?;
 
-    let now = Time(
-        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .expect("now is a valid time"),
-    );
+    let stamp = Time(jiff::Timestamp::from_second(now.as_second()).expect("now is a valid time"));
     let desired = status::desired(Inputs {
         resource,
         situation,
         connection_problem: connection.problem.as_ref(),
         connection_secret: connection.name.as_deref(),
-        now: &now,
+        management,
+        now: &stamp,
     });
-    if resource.status.as_ref() == Some(&desired) {
-        return Ok(next);
-    }
-
-    match apply_status(ctx, &key, &desired).await {
-        Ok(_) => {
-            ctx.metrics.record_write("status");
-            ctx.refused.lock().expect("refused lock").remove(&key);
-        }
-        // Deleted meanwhile: its watch event will follow.
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
-        // Refused (admission, validation, size): retried by the error policy, and said once.
-        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 413 | 422) => {
-            ctx.metrics
-                .kube_write_refusals
-                .get_or_create(&WriteLabels { kind: "status" })
-                .inc();
-            if ctx
-                .refused
-                .lock()
-                .expect("refused lock")
-                .insert(key.clone())
-            {
-                report_refused_write(ctx, resource, &s.message).await;
-            }
-            return Err(kube::Error::Api(s).into());
-        }
-        Err(e) => return Err(e.into()),
-    }
-
-    let reference = resource.object_ref(&());
-    for transition in events::transitions(resource.status.as_ref(), &desired) {
-        match ctx.events.publish(&transition, "Observe", &reference).await {
-            Ok(()) => ctx.metrics.record_write("event"),
-            Err(error) => tracing::warn!(resource = %key, %error, "could not publish an event"),
-        }
-    }
+    ctx.write_status(resource, &desired, action.as_ref())
+        .await?;
     Ok(next)
+}
+
+impl Context {
+    /// Writes `desired` when it differs from the stored status, then the events the change (and
+    /// `action`, a call just made) deserve.
+    async fn write_status(
+        &self,
+        resource: &CompShareInstance,
+        desired: &CompShareInstanceStatus,
+        action: Option<&ActionRecord>,
+    ) -> Result<(), Error> {
+        let key = key_of(resource);
+        if resource.status.as_ref() == Some(desired) {
+            return Ok(());
+        }
+        match apply_status(self, &key, desired).await {
+            Ok(()) => {
+                self.metrics.record_write("status");
+                self.refused.lock().expect("refused lock").remove(&key);
+            }
+            // Deleted meanwhile: its watch event will follow.
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            // Refused (admission, validation, size): retried by the error policy, and said once.
+            Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 413 | 422) => {
+                self.metrics
+                    .kube_write_refusals
+                    .get_or_create(&WriteLabels { kind: "status" })
+                    .inc();
+                if self
+                    .refused
+                    .lock()
+                    .expect("refused lock")
+                    .insert(key.clone())
+                {
+                    report_refused_write(self, resource, &s.message).await;
+                }
+                return Err(kube::Error::Api(s).into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut transitions = events::transitions(resource.status.as_ref(), desired);
+        transitions.extend(action.map(events::action));
+        for transition in transitions {
+            self.publish(resource, &transition).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes an event about `resource`; a failure is logged, not returned (an event is not
+    /// worth a retried reconciliation).
+    async fn publish(&self, resource: &CompShareInstance, transition: &events::Transition) {
+        match self
+            .events
+            .publish(transition, "Observe", &resource.object_ref(&()))
+            .await
+        {
+            Ok(()) => self.metrics.record_write("event"),
+            Err(error) => {
+                tracing::warn!(resource = %key_of(resource), %error, "could not publish an event");
+            }
+        }
+    }
 }
 
 /// Says that the apiserver refuses the status the operator computed: in `Stalled`, added to the
@@ -398,9 +542,20 @@ fn stalled_on_credentials(resource: &CompShareInstance) -> bool {
 }
 
 fn error_policy(resource: Arc<CompShareInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    // A conflict means the cached resource was older than the stored one (a guarded write, see
+    // `manage`): the watch brings the newer one in moments.
+    if let Error::Kube(kube::Error::Api(status)) = error
+        && status.code == 409
+    {
+        tracing::debug!(resource = %key_of(&resource), %error, "working from an older version; retrying");
+        return Action::requeue(jittered(CONFLICT_RETRY));
+    }
     tracing::warn!(resource = %key_of(&resource), %error, "reconciliation failed; retrying");
     Action::requeue(jittered(ctx.settings.retry_after_error))
 }
+
+/// When a reconciliation that conflicted with a newer version of its resource is tried again.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 
 /// The resource's poll interval, or the default; clamped to the documented bounds in case the
 /// CRD's validation was bypassed (an older CRD, a direct etcd write).

@@ -38,6 +38,41 @@ pub(crate) enum Reason {
     AccountBlocked,
     ConnectionSecretConflict,
     StatusWriteRefused,
+    // Managing machines.
+    /// The resource asks for management where the administrator did not allow it.
+    ManagementNotAllowed,
+    /// The default credentials' grant does not cover what the resource asks.
+    PrivilegeNotGranted,
+    /// The machine's password Secret cannot be read.
+    PasswordSecretMissing,
+    /// The machine cannot be released (the resource keeps its finalizer).
+    ReleaseBlocked,
+    /// The operator is creating the machine.
+    Creating,
+    /// A create's answer was lost: the machine is looked for by its mark.
+    CreateOutcomeUnknown,
+    /// The zone has no capacity for the machine: the create is tried again later.
+    WaitingForCapacity,
+    /// The operator asked CompShare to start the machine (spec.powerState: Running); also an event.
+    StartRequested,
+    /// The operator asked CompShare to stop the machine (spec.powerState: Stopped, or to release it); also an event.
+    StopRequested,
+    /// Another operation holds the machine's lock: the operator waits.
+    InstanceLocked,
+    /// The resource is being deleted and its machine released.
+    Releasing,
+    /// Event: a machine was created.
+    MachineCreated,
+    /// Event: CompShare will stop the machine at spec.stopAt.
+    StopScheduled,
+    /// Event: the scheduled stop was cancelled.
+    ScheduledStopCancelled,
+    /// Event: the machine is being released.
+    TerminateRequested,
+    /// Event: a state-changing call failed.
+    ActionFailed,
+    /// Event: the machine is released and the resource may go.
+    Released,
     // Events.
     StateChanged,
     ObservationFailed,
@@ -47,7 +82,7 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub(crate) const ALL: [Reason; 28] = [
+    pub(crate) const ALL: [Reason; 45] = [
         Reason::Observed,
         Reason::StateUnknown,
         Reason::AwaitingFirstObservation,
@@ -72,6 +107,23 @@ impl Reason {
         Reason::AccountBlocked,
         Reason::ConnectionSecretConflict,
         Reason::StatusWriteRefused,
+        Reason::ManagementNotAllowed,
+        Reason::PrivilegeNotGranted,
+        Reason::PasswordSecretMissing,
+        Reason::ReleaseBlocked,
+        Reason::Creating,
+        Reason::CreateOutcomeUnknown,
+        Reason::WaitingForCapacity,
+        Reason::StartRequested,
+        Reason::StopRequested,
+        Reason::InstanceLocked,
+        Reason::Releasing,
+        Reason::MachineCreated,
+        Reason::StopScheduled,
+        Reason::ScheduledStopCancelled,
+        Reason::TerminateRequested,
+        Reason::ActionFailed,
+        Reason::Released,
         Reason::StateChanged,
         Reason::ObservationFailed,
         Reason::ObservationRecovered,
@@ -104,6 +156,23 @@ impl Reason {
             Reason::AccountBlocked => "AccountBlocked",
             Reason::ConnectionSecretConflict => "ConnectionSecretConflict",
             Reason::StatusWriteRefused => "StatusWriteRefused",
+            Reason::ManagementNotAllowed => "ManagementNotAllowed",
+            Reason::PrivilegeNotGranted => "PrivilegeNotGranted",
+            Reason::PasswordSecretMissing => "PasswordSecretMissing",
+            Reason::ReleaseBlocked => "ReleaseBlocked",
+            Reason::Creating => "Creating",
+            Reason::CreateOutcomeUnknown => "CreateOutcomeUnknown",
+            Reason::WaitingForCapacity => "WaitingForCapacity",
+            Reason::StartRequested => "StartRequested",
+            Reason::StopRequested => "StopRequested",
+            Reason::InstanceLocked => "InstanceLocked",
+            Reason::Releasing => "Releasing",
+            Reason::MachineCreated => "MachineCreated",
+            Reason::StopScheduled => "StopScheduled",
+            Reason::ScheduledStopCancelled => "ScheduledStopCancelled",
+            Reason::TerminateRequested => "TerminateRequested",
+            Reason::ActionFailed => "ActionFailed",
+            Reason::Released => "Released",
             Reason::StateChanged => "StateChanged",
             Reason::ObservationFailed => "ObservationFailed",
             Reason::ObservationRecovered => "ObservationRecovered",
@@ -123,6 +192,10 @@ impl Reason {
                     | Reason::PermissionDenied
                     | Reason::InvalidRequest
                     | Reason::AccountBlocked
+                    | Reason::ManagementNotAllowed
+                    | Reason::PrivilegeNotGranted
+                    | Reason::PasswordSecretMissing
+                    | Reason::ReleaseBlocked
                     | Reason::ConnectionSecretConflict
                     | Reason::StatusWriteRefused
             )
@@ -157,6 +230,14 @@ impl Reason {
                 | Reason::PermissionDenied
                 | Reason::InvalidRequest
                 | Reason::AccountBlocked
+                | Reason::ManagementNotAllowed
+                | Reason::PrivilegeNotGranted
+                | Reason::PasswordSecretMissing
+                | Reason::ReleaseBlocked
+                | Reason::Creating
+                | Reason::CreateOutcomeUnknown
+                | Reason::WaitingForCapacity
+                | Reason::Releasing
                 | Reason::Paused
         ) || self.is_credentials()
     }

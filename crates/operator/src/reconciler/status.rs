@@ -26,15 +26,16 @@ use compact_str::{CompactString, format_compact};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::manage::Progress;
 use super::reasons::Reason;
 use crate::poller::{Observation, Outcome};
 use crate::resource::{
-    AddressType, CompShareInstance, CompShareInstanceStatus, GpuInfo, ImageInfo, InstanceAddress,
-    OsInfo, SoftwareEndpoint, SshAccess,
+    ActionRecord, AddressType, CompShareInstance, CompShareInstanceStatus, GpuInfo, ImageInfo,
+    InstanceAddress, OsInfo, PowerState, SoftwareEndpoint, SshAccess,
 };
 use compshare_api::Reach;
 use compshare_api::parse_login_command;
-use compshare_api::{CallError, Disposition, Instance};
+use compshare_api::{CallError, Disposition, Instance, Phase};
 
 pub(crate) const READY: &str = "Ready";
 pub(crate) const RUNNING: &str = "Running";
@@ -47,47 +48,6 @@ const CONDITION_ORDER: [&str; 6] = [READY, RUNNING, SYNCED, RECONCILING, STALLED
 pub(crate) const TRUE: &str = "True";
 pub(crate) const FALSE: &str = "False";
 const UNKNOWN: &str = "Unknown";
-
-/// States in which the instance is on its way somewhere (kstatus: in progress).
-const TRANSITIONAL_STATES: [&str; 6] = [
-    "Initializing",
-    "Install",
-    "Starting",
-    "Stopping",
-    "Rebooting",
-    "Resizing",
-];
-const INSTALL_FAILED_STATE: &str = "Install Fail";
-const RUNNING_STATE: &str = "Running";
-const STOPPED_STATE: &str = "Stopped";
-
-/// Where an instance's state stands, for the conditions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// `Running`.
-    Running,
-    /// `Stopped`: settled, as nothing asks it to run.
-    Stopped,
-    /// On its way somewhere: `Starting`, `Stopping`, `Install`, …
-    Moving,
-    /// `Install Fail`: a person must act.
-    InstallFailed,
-    /// `""`: the API could not read the state.
-    Unreadable,
-    /// A state this operator does not know (the set is open): not assumed settled.
-    Unfamiliar,
-}
-
-fn phase(state: &str) -> Phase {
-    match state {
-        RUNNING_STATE => Phase::Running,
-        STOPPED_STATE => Phase::Stopped,
-        INSTALL_FAILED_STATE => Phase::InstallFailed,
-        "" => Phase::Unreadable,
-        s if TRANSITIONAL_STATES.contains(&s) => Phase::Moving,
-        _ => Phase::Unfamiliar,
-    }
-}
 
 /// Something a person must fix before the resource can be observed or trusted; shown in `Synced`
 /// or `Stalled` with this reason and message.
@@ -102,10 +62,29 @@ pub(crate) struct Problem {
 pub(crate) enum Situation<'a> {
     /// Polling is paused by the annotation.
     Paused,
-    /// The credentials cannot be used; nothing is polled until they are fixed.
-    CredentialsProblem(&'a Problem),
+    /// Something a person must fix stops the operator before any call (unusable credentials,
+    /// management not allowed, a missing grant); nothing is polled until it is fixed.
+    Refused(&'a Problem),
+    /// The operator is bringing the machine into being or releasing it: not settled, and no
+    /// observation says more (a machine being created or looked for by its mark; a deleted
+    /// resource's machine being stopped and released).
+    Working(&'a Progress),
     /// Watched by the poller; its latest observation, if one has arrived.
     Watched(Option<&'a Observation>),
+}
+
+/// What managing the machine adds to its status (all empty for a resource that only observes).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Management<'a> {
+    /// The power state the resource asks for.
+    pub(crate) power: Option<PowerState>,
+    /// What the operator is doing now: on its way to the asked state, waiting for a lock,
+    /// releasing the machine.
+    pub(crate) progress: Option<&'a Progress>,
+    /// What stops it, when a person must act.
+    pub(crate) problem: Option<&'a Problem>,
+    /// A call it has just made, to record as `lastAction`.
+    pub(crate) action: Option<&'a ActionRecord>,
 }
 
 /// Everything the status depends on.
@@ -118,6 +97,7 @@ pub(crate) struct Inputs<'a> {
     pub connection_problem: Option<&'a Problem>,
     /// The connection Secret the operator now maintains, if any.
     pub connection_secret: Option<&'a str>,
+    pub management: Management<'a>,
     pub now: &'a Time,
 }
 
@@ -126,10 +106,16 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
     let resource = inputs.resource;
     let mut status = resource.status.clone().unwrap_or_default();
     status.connection_secret_name = inputs.connection_secret.map(CompactString::from);
+    let management = inputs.management;
+    if let Some(action) = management.action {
+        status.last_action = Some(Box::new(action.clone()));
+    }
     let observed = status.conditions.iter().any(|c| c.type_ == READY);
     // The generation this status answers (see the module's documentation).
     let generation = match inputs.situation {
-        Situation::Paused | Situation::CredentialsProblem(_) => resource.metadata.generation,
+        Situation::Paused | Situation::Refused(_) | Situation::Working(_) => {
+            resource.metadata.generation
+        }
         // Nothing new is known: the status stays as it is, generation included.
         Situation::Watched(None) => status.observed_generation,
         // A passing failure says nothing about a new spec.
@@ -144,10 +130,18 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
             conditions: std::mem::take(&mut status.conditions),
             last_handled_refresh: status.last_handled_refresh.take(),
             connection_secret_name: status.connection_secret_name.take(),
+            last_action: status.last_action.take(),
             ..CompShareInstanceStatus::default()
         };
     }
     status.observed_generation = generation;
+    // The machine the status is about (named, or created), whenever the status says something.
+    if !matches!(
+        inputs.situation,
+        Situation::Paused | Situation::Watched(None)
+    ) {
+        status.uhost_id = resource.machine_id().map(CompactString::from);
+    }
     let mut conditions = Conditions {
         list: std::mem::take(&mut status.conditions),
         generation,
@@ -179,7 +173,7 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
                 }
             }
         }
-        Situation::CredentialsProblem(problem) => {
+        Situation::Refused(problem) => {
             conditions.clear(PAUSED);
             conditions.clear(RECONCILING);
             conditions.set(SYNCED, FALSE, problem.reason, &problem.message);
@@ -189,17 +183,48 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
             }
             conditions.raise(STALLED, problem.reason, &problem.message);
         }
+        Situation::Working(progress) => {
+            conditions.clear(PAUSED);
+            conditions.clear(STALLED);
+            conditions.set(READY, FALSE, progress.reason, &progress.message);
+            // What was last observed of the machine stays true until the next observation.
+            if respecified || !conditions.has(RUNNING) {
+                conditions.set(RUNNING, FALSE, progress.reason, &progress.message);
+            }
+            if respecified || !conditions.has(SYNCED) {
+                conditions.set(SYNCED, UNKNOWN, progress.reason, &progress.message);
+            }
+            conditions.raise(RECONCILING, progress.reason, &progress.message);
+        }
         Situation::Watched(None) => conditions.clear(PAUSED),
         Situation::Watched(Some(observation)) => {
             conditions.clear(PAUSED);
-            apply_observation(&mut status, &mut conditions, resource, observation);
+            apply_observation(
+                &mut status,
+                &mut conditions,
+                resource,
+                observation,
+                management.power,
+            );
         }
     }
 
-    if let Some(problem) = inputs.connection_problem
+    // What the operator is doing about the machine, while it is not settled as asked.
+    if let Some(progress) = management.progress
+        && !conditions.is_true(READY)
         && !conditions.has(STALLED)
     {
-        conditions.raise(STALLED, problem.reason, &problem.message);
+        conditions.raise(RECONCILING, progress.reason, &progress.message);
+    }
+    for problem in [management.problem, inputs.connection_problem]
+        .into_iter()
+        .flatten()
+    {
+        if !conditions.has(STALLED) {
+            conditions.raise(STALLED, problem.reason, &problem.message);
+            conditions.set(READY, FALSE, problem.reason, &problem.message);
+            conditions.clear(RECONCILING);
+        }
     }
 
     // Every condition answers the same generation as the status.
@@ -222,6 +247,7 @@ fn apply_observation(
     conditions: &mut Conditions<'_>,
     resource: &CompShareInstance,
     observation: &Observation,
+    power: Option<PowerState>,
 ) {
     if let Some(instance) = &observation.instance {
         set_facts(status, instance);
@@ -281,37 +307,50 @@ fn apply_observation(
                 "Waiting for the first observation",
             );
         }
-        (_, Some(state)) => set_state_conditions(conditions, state),
+        (_, Some(state)) => set_state_conditions(conditions, state, power),
         // Found always comes with the instance, and NotFound stalls.
         (_, None) => {}
     }
 }
 
-/// `Ready`, `Running` and `Reconciling` from the instance's state.
-fn set_state_conditions(conditions: &mut Conditions<'_>, state: &str) {
+/// `Ready`, `Running` and `Reconciling` from the instance's state and the power state asked for.
+fn set_state_conditions(conditions: &mut Conditions<'_>, state: &str, power: Option<PowerState>) {
     let reason = state_reason(state);
     let said = format!("The instance is {state}");
     set_running(conditions, state);
-    match phase(state) {
-        Phase::Running => {
+    match (Phase::of(state), power) {
+        (Phase::Running, Some(PowerState::Stopped)) => {
+            let message = format!("{said}; spec.powerState asks for Stopped");
+            conditions.set(READY, FALSE, Reason::StopRequested, &message);
+            conditions.raise(RECONCILING, Reason::StopRequested, &message);
+        }
+        (Phase::Stopped, Some(PowerState::Running)) => {
+            let message = format!("{said}; spec.powerState asks for Running");
+            conditions.set(READY, FALSE, Reason::StartRequested, &message);
+            conditions.raise(RECONCILING, Reason::StartRequested, &message);
+        }
+        (Phase::Running, _) => {
             conditions.set(READY, TRUE, &reason, &said);
             conditions.clear(RECONCILING);
         }
-        Phase::Stopped => {
-            let settled = format!("{said}, and nothing asks it to run");
+        (Phase::Stopped, _) => {
+            let settled = match power {
+                Some(PowerState::Stopped) => format!("{said}, as spec.powerState asks"),
+                _ => format!("{said}, and nothing asks it to run"),
+            };
             conditions.set(READY, TRUE, &reason, &settled);
             conditions.clear(RECONCILING);
         }
-        Phase::Moving => {
+        (Phase::Moving, _) => {
             conditions.set(READY, FALSE, &reason, &said);
             conditions.raise(RECONCILING, &reason, &said);
         }
-        Phase::Unreadable => {
+        (Phase::Unreadable, _) => {
             let message = "The API could not read the instance's state; waiting until it can";
             conditions.set(READY, UNKNOWN, &reason, message);
             conditions.raise(RECONCILING, &reason, message);
         }
-        Phase::Unfamiliar => {
+        (Phase::Unfamiliar, _) => {
             let message = format!(
                 "The instance is in state {state:?}, which compshare-operator does not know; waiting for a known state"
             );
@@ -319,14 +358,14 @@ fn set_state_conditions(conditions: &mut Conditions<'_>, state: &str) {
             conditions.raise(RECONCILING, &reason, &message);
         }
         // `stall` reports it.
-        Phase::InstallFailed => {}
+        (Phase::InstallFailed, _) => {}
     }
 }
 
 /// `Running`: whether the machine runs, from its state.
 fn set_running(conditions: &mut Conditions<'_>, state: &str) {
     let reason = state_reason(state);
-    match phase(state) {
+    match Phase::of(state) {
         Phase::Running => conditions.set(RUNNING, TRUE, &reason, "The instance is Running"),
         Phase::Unreadable => conditions.set(
             RUNNING,
@@ -351,7 +390,7 @@ fn stall(
             Reason::NotFound,
             format!(
                 "Instance {} was not found in region {}{}: it was deleted, or never existed, or belongs to another account or project",
-                spec.uhost_id,
+                resource.machine_id().unwrap_or_default(),
                 spec.region,
                 spec.project_id
                     .as_deref()
@@ -363,7 +402,7 @@ fn stall(
             Reason::ZoneMismatch,
             format!(
                 "Instance {} is in zone {actual}, not in spec.zone {}",
-                spec.uhost_id,
+                resource.machine_id().unwrap_or_default(),
                 spec.zone.as_deref().unwrap_or_default()
             ),
         ),
@@ -383,7 +422,7 @@ fn stall(
                 | Disposition::OutOfCapacity => None,
             }
         }
-        Outcome::Found if state.map(phase) == Some(Phase::InstallFailed) => problem(
+        Outcome::Found if state.map(Phase::of) == Some(Phase::InstallFailed) => problem(
             Reason::InstallFailed,
             "The instance failed to install; recreate it in CompShare".to_owned(),
         ),
@@ -511,6 +550,7 @@ fn bound(status: &mut CompShareInstanceStatus) {
 /// Fills the instance's facts; every field is rebuilt, so a fact the API stops reporting goes away.
 fn set_facts(status: &mut CompShareInstanceStatus, i: &Instance) {
     status.state = Some(i.state.clone());
+    status.scheduled_stop = i.stop_scheduler_time.and_then(unix_time);
     status.addresses = i
         .ip_set
         .iter()
@@ -693,6 +733,12 @@ impl Conditions<'_> {
     fn has(&self, type_: &str) -> bool {
         self.list.iter().any(|c| c.type_ == type_)
     }
+
+    fn is_true(&self, type_: &str) -> bool {
+        self.list
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == TRUE)
+    }
 }
 
 /// The status of condition `type_`, if present.
@@ -707,6 +753,7 @@ pub(crate) fn condition<'a>(
 mod tests {
     use super::*;
     use crate::resource::CompShareInstanceSpec;
+    use compshare_api::MOVING_STATES;
     use compshare_api::{GraphicsMemory, IpInfo, Password, Software};
     use std::sync::Arc;
 
@@ -714,13 +761,10 @@ mod tests {
         let mut r = CompShareInstance::new(
             "gpu",
             CompShareInstanceSpec {
-                uhost_id: "uhost-1".into(),
+                uhost_id: Some("uhost-1".into()),
                 region: "cn-wlcb".into(),
                 zone: None,
-                project_id: None,
-                credentials_ref: None,
-                poll_interval: None,
-                write_connection_secret_to_ref: None,
+                ..CompShareInstanceSpec::default()
             },
         );
         r.metadata.namespace = Some("team".into());
@@ -773,7 +817,7 @@ mod tests {
                 name: "JupyterLab".into(),
                 url: "https://117.50.1.2:8888".into(),
             }],
-            dropped_fields: Vec::new(),
+            ..Instance::default()
         }
     }
 
@@ -801,6 +845,7 @@ mod tests {
             situation,
             connection_problem: None,
             connection_secret: None,
+            management: Management::default(),
             now: &at(now),
         })
     }
@@ -951,7 +996,7 @@ mod tests {
         assert_eq!(cond(&r, READY), (TRUE, "Stopped", 300));
         assert_eq!(cond(&r, RUNNING), (FALSE, "Stopped", 200));
         assert!(absent(&r, RECONCILING));
-        for state in TRANSITIONAL_STATES {
+        for state in MOVING_STATES {
             see(&mut r, state, 400);
             assert_eq!(cond(&r, READY).0, FALSE, "{state}");
             assert_eq!(cond(&r, RECONCILING).0, TRUE, "{state}");
@@ -1120,7 +1165,7 @@ mod tests {
             reason: Reason::CredentialsMissing,
             message: "Secret team/keys not found".into(),
         };
-        step(&mut r, Situation::CredentialsProblem(&problem), 100);
+        step(&mut r, Situation::Refused(&problem), 100);
         assert_eq!(cond(&r, STALLED), (TRUE, "CredentialsMissing", 100));
         assert_eq!(cond(&r, SYNCED), (FALSE, "CredentialsMissing", 100));
         assert_eq!(cond(&r, READY), (FALSE, "CredentialsMissing", 100));
@@ -1185,6 +1230,7 @@ mod tests {
             situation: Situation::Watched(Some(&o)),
             connection_problem: Some(&conflict),
             connection_secret: None,
+            management: Management::default(),
             now: &at(100),
         });
         let stalled = status
@@ -1196,6 +1242,130 @@ mod tests {
             (stalled.status.as_str(), stalled.reason.as_str()),
             (TRUE, "ConnectionSecretConflict")
         );
+    }
+
+    fn manage(
+        r: &CompShareInstance,
+        situation: Situation<'_>,
+        management: Management<'_>,
+        now: i64,
+    ) -> CompShareInstanceStatus {
+        desired(Inputs {
+            resource: r,
+            situation,
+            connection_problem: None,
+            connection_secret: None,
+            management,
+            now: &at(now),
+        })
+    }
+
+    fn cond_of<'a>(s: &'a CompShareInstanceStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = condition(Some(s), type_).unwrap_or_else(|| panic!("no {type_} in {s:?}"));
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_machine_being_created_is_in_progress_for_this_generation() {
+        let r = created(1);
+        let creating = Progress {
+            reason: Reason::Creating,
+            message: "creating".into(),
+        };
+        let s = manage(
+            &r,
+            Situation::Working(&creating),
+            Management::default(),
+            100,
+        );
+        assert_eq!(cond_of(&s, RECONCILING), (TRUE, "Creating"));
+        assert_eq!(cond_of(&s, READY), (FALSE, "Creating"));
+        assert_eq!(cond_of(&s, RUNNING), (FALSE, "Creating"));
+        assert!(condition(Some(&s), STALLED).is_none());
+        assert_eq!(s.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn ready_means_settled_as_the_power_state_asks() {
+        let r = created(1);
+        let status = |state: &str, power: PowerState| {
+            let o = observed(&r, Outcome::Found, Some(instance(state)));
+            let management = Management {
+                power: Some(power),
+                ..Management::default()
+            };
+            manage(&r, Situation::Watched(Some(&o)), management, 100)
+        };
+        let s = status("Running", PowerState::Stopped);
+        assert_eq!(cond_of(&s, READY), (FALSE, "StopRequested"));
+        assert_eq!(cond_of(&s, RECONCILING), (TRUE, "StopRequested"));
+        assert_eq!(cond_of(&s, RUNNING).0, TRUE);
+        let s = status("Stopped", PowerState::Running);
+        assert_eq!(cond_of(&s, READY), (FALSE, "StartRequested"));
+        assert_eq!(cond_of(&s, RUNNING).0, FALSE);
+        let s = status("Stopped", PowerState::Stopped);
+        assert_eq!(cond_of(&s, READY).0, TRUE);
+        assert!(condition(Some(&s), RECONCILING).is_none());
+        let s = status("Running", PowerState::Running);
+        assert_eq!(cond_of(&s, READY).0, TRUE);
+    }
+
+    #[test]
+    fn progress_shows_only_while_unsettled_and_a_problem_stalls() {
+        let r = created(1);
+        let o = observed(&r, Outcome::Found, Some(instance("Running")));
+        let locked = Progress {
+            reason: Reason::InstanceLocked,
+            message: "locked".into(),
+        };
+        // Settled: whatever the operator was doing is over.
+        let settled = Management {
+            progress: Some(&locked),
+            ..Management::default()
+        };
+        let s = manage(&r, Situation::Watched(Some(&o)), settled, 100);
+        assert!(condition(Some(&s), RECONCILING).is_none());
+        let stopping = Management {
+            power: Some(PowerState::Stopped),
+            progress: Some(&locked),
+            ..Management::default()
+        };
+        let s = manage(&r, Situation::Watched(Some(&o)), stopping, 100);
+        assert_eq!(cond_of(&s, RECONCILING), (TRUE, "InstanceLocked"));
+        let blocked = Problem {
+            reason: Reason::AccountBlocked,
+            message: "226601 in arrears".into(),
+        };
+        let refused = Management {
+            power: Some(PowerState::Stopped),
+            problem: Some(&blocked),
+            ..Management::default()
+        };
+        let s = manage(&r, Situation::Watched(Some(&o)), refused, 100);
+        assert_eq!(cond_of(&s, STALLED), (TRUE, "AccountBlocked"));
+        assert_eq!(cond_of(&s, READY), (FALSE, "AccountBlocked"));
+        assert!(condition(Some(&s), RECONCILING).is_none());
+    }
+
+    #[test]
+    fn the_last_action_is_kept_until_the_next() {
+        let mut r = created(1);
+        let record = ActionRecord {
+            action: "Stop".into(),
+            time: at(90),
+            result: "Succeeded".into(),
+            ret_code: None,
+            message: None,
+        };
+        let o = observed(&r, Outcome::Found, Some(instance("Stopping")));
+        let with_action = Management {
+            action: Some(&record),
+            ..Management::default()
+        };
+        r.status = Some(manage(&r, Situation::Watched(Some(&o)), with_action, 100));
+        see(&mut r, "Stopped", 110);
+        let kept = r.status.as_ref().unwrap().last_action.as_deref();
+        assert_eq!(kept, Some(&record));
     }
 
     #[test]

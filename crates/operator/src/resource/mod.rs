@@ -23,6 +23,15 @@ use sha2::{Digest, Sha256};
 
 /// `"true"` stops polling the resource until the annotation is removed or set to anything else.
 pub const PAUSED_ANNOTATION: &str = "compshare.ucloud.cn/paused";
+/// The id of the machine the operator created for the resource, recorded the moment it is known,
+/// in metadata, where it survives a status wipe.
+pub const CREATED_ID_ANNOTATION: &str = "compshare.ucloud.cn/uhost-id";
+/// Set (to the time) before the operator asks CompShare to create a machine, and removed once the
+/// outcome is known: while it is set and no id is recorded, the operator looks for a machine
+/// bearing the resource's mark before it would ever create another.
+pub const CREATE_PENDING_ANNOTATION: &str = "compshare.ucloud.cn/create-pending";
+/// Held while the operator must release the resource's machine before the resource may go.
+pub const RELEASE_FINALIZER: &str = "compshare.ucloud.cn/release";
 /// Any new value asks for one immediate observation; the handled value is recorded in
 /// `status.lastHandledRefresh`.
 pub const REFRESH_ANNOTATION: &str = "compshare.ucloud.cn/refresh-requested-at";
@@ -46,7 +55,7 @@ pub mod connection_keys {
 
 // clippy reads the repeated `type_ = …` of the printer columns as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "compshare.ucloud.cn",
     version = "v1alpha1",
@@ -58,7 +67,7 @@ pub mod connection_keys {
     namespaced,
     status = "CompShareInstanceStatus",
     derive = "PartialEq",
-    doc = "A CompShare (UCloud GPU cloud) instance, observed by compshare-operator: the operator polls DescribeCompShareInstance and writes the instance's state, addresses and SSH details into status. It never changes the instance. Ready means settled in the state asked for (Running, or Stopped when nothing asks it to run); Running means running.",
+    doc = "A CompShare (UCloud GPU cloud) machine, observed by compshare-operator: the operator polls DescribeCompShareInstance and writes the machine's state, addresses and SSH details into status. With spec.managementPolicy Manage (where the operator's administrator allows it) it also creates, starts, stops and releases the machine. Ready means settled in the state asked for (Running, or Stopped when nothing asks it to run); Running means running.",
     printcolumn(
         name = "State",
         type_ = "string",
@@ -97,7 +106,7 @@ pub mod connection_keys {
     printcolumn(
         name = "UHost-ID",
         type_ = "string",
-        json_path = ".spec.uhostId",
+        json_path = ".status.uhostId",
         priority = 1,
         description = "The CompShare instance id"
     ),
@@ -130,14 +139,26 @@ pub mod connection_keys {
     )
 )]
 #[serde(rename_all = "camelCase")]
-/// Which CompShare instance to observe, with which credentials, and how often.
+#[x_kube(validation = Rule::new("has(self.uhostId) != has(self.machine)").message("set spec.uhostId (a machine that exists) or spec.machine (a machine to create), not both"))]
+#[x_kube(validation = Rule::new("!has(self.machine) || (has(self.managementPolicy) && self.managementPolicy == 'Manage')").message("spec.machine creates a machine, which spends money: it needs spec.managementPolicy: Manage"))]
+#[x_kube(validation = Rule::new("!has(self.powerState) || (has(self.managementPolicy) && self.managementPolicy == 'Manage')").message("spec.powerState starts and stops the machine: it needs spec.managementPolicy: Manage"))]
+#[x_kube(validation = Rule::new("!has(self.stopAt) || (has(self.managementPolicy) && self.managementPolicy == 'Manage')").message("spec.stopAt schedules a stop: it needs spec.managementPolicy: Manage"))]
+#[x_kube(validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy == 'Orphan' || (has(self.managementPolicy) && self.managementPolicy == 'Manage')").message("spec.deletionPolicy: Delete releases the machine: it needs spec.managementPolicy: Manage"))]
+#[x_kube(validation = Rule::new("!has(self.stopAt) || !has(self.machine) || !has(self.machine.chargeType) || self.machine.chargeType != 'Spot'").message("spec.stopAt is not available for Spot machines (CompShare has no scheduled stop for them)"))]
+#[x_kube(validation = Rule::new("!has(self.stopAt) || has(self.projectId)").message("spec.stopAt needs spec.projectId: CompShare's stop scheduler asks for the project (org-…, shown in the console)"))]
+#[x_kube(validation = Rule::new("!has(self.machine) || has(self.zone)").message("spec.zone is needed to create a machine (for example cn-wlcb-01)"))]
+#[x_kube(validation = Rule::new("has(self.machine) == has(oldSelf.machine)").message("spec.machine cannot be added or removed: create another CompShareInstance for another machine"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.uhostId) || has(self.uhostId)").message("spec.uhostId cannot be removed"))]
+/// Which CompShare machine to observe (or to create), with which credentials, how often, and
+/// what the operator may do to it.
 pub struct CompShareInstanceSpec {
-    /// The CompShare instance id (for example `uhost-1a2b3c4d`). Immutable: to observe another
-    /// instance, create another resource.
+    /// The id of an existing machine (for example `uhost-1a2b3c4d`); or leave it out and describe
+    /// one to create in `machine`. Immutable: for another machine, create another resource.
     #[x_kube(validation = Rule::new("self == oldSelf").message("uhostId is immutable: create another CompShareInstance to observe another instance"))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("uhostId must be a CompShare instance id such as uhost-1a2b3c4d (letters, digits, '-' and '_')"))]
     #[schemars(length(min = 1, max = 64))]
-    pub uhost_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uhost_id: Option<String>,
 
     /// The CompShare region of the instance, for example `cn-wlcb`.
     #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9-]*[a-z0-9]$')").message("region must be a CompShare region such as cn-wlcb"))]
@@ -174,9 +195,175 @@ pub struct CompShareInstanceSpec {
 
     /// Opt-in: a Secret in this resource's namespace that the operator creates and owns, holding
     /// `host`, `port`, `username`, `password` (decoded) and `sshCommand`. The password is written
-    /// nowhere else.
+    /// nowhere else. With the operator's default credentials, the administrator must grant this
+    /// namespace the `connection` privilege.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_connection_secret_to_ref: Option<SecretRef>,
+
+    /// `Observe` (the default): the operator only reads the machine. `Manage`: it may also create
+    /// it (`machine`), start and stop it (`powerState`, `stopAt`) and release it when the resource
+    /// is deleted (`deletionPolicy`), all of which cost or save money. The operator's
+    /// administrator must allow management in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+
+    /// A machine to create (instead of naming one in `uhostId`). Needs `managementPolicy: Manage`
+    /// and `zone`. Immutable: for another machine, create another resource.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.machine is immutable: create another CompShareInstance for another machine"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineSpec>,
+
+    /// `Running` or `Stopped`: the power state the operator keeps the machine in. Absent: the
+    /// operator leaves it as it is. Needs `managementPolicy: Manage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_state: Option<PowerState>,
+
+    /// A time (RFC 3339, for example `2026-12-31T18:00:00Z`) at which CompShare stops the machine by
+    /// itself (its stop scheduler): at least five minutes ahead when set; not for Spot machines.
+    /// Removing it cancels the scheduled stop. Needs `managementPolicy: Manage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<Time>,
+
+    /// What happens to the machine when this resource is deleted. `Delete` stops it and releases
+    /// it (billing stops) before the resource goes; `Orphan` leaves it. Default: `Delete` for a
+    /// machine the operator created from `machine`, `Orphan` for one named by `uhostId`. `Delete`
+    /// needs `managementPolicy: Manage`. A resource whose machine cannot be released keeps its
+    /// finalizer and says why in `Stalled`; set `Orphan` to let it go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What the operator may do to the machine.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Read it only: never a state-changing call.
+    Observe,
+    /// Create, start, stop and release it.
+    Manage,
+}
+
+/// A power state the operator keeps a machine in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PowerState {
+    Running,
+    Stopped,
+}
+
+/// What deleting the resource does to its machine.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Stop and release it.
+    Delete,
+    /// Leave it.
+    Orphan,
+}
+
+/// A machine to create (`CreateCompShareInstance`). Legal CPU and memory sizes per GPU type are
+/// those `DescribeAvailableCompShareInstanceTypes` lists.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.quantity) || (has(self.chargeType) && (self.chargeType == 'Month' || self.chargeType == 'Day'))").message("machine.quantity (months or days) goes with chargeType Month or Day"))]
+pub struct MachineSpec {
+    /// The GPU model, for example `4090`, `4090_48G`, `A800`, `H20`, `3090`.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_]+$')").message("gpuType must be a CompShare GPU type such as 4090 or A800"))]
+    #[schemars(length(min = 1, max = 32))]
+    pub gpu_type: String,
+    /// GPUs (1 to 10 for the 4090; up to 8 for the others).
+    #[schemars(range(min = 1, max = 10))]
+    pub gpu: i32,
+    /// CPU cores.
+    #[schemars(range(min = 1, max = 512))]
+    pub cpu: i32,
+    /// Memory in MB, a multiple of 1024 (65536 is 64 GiB).
+    #[x_kube(validation = Rule::new("self % 1024 == 0").message("machine.memoryMB must be a multiple of 1024, for example 65536 for 64 GiB"))]
+    #[schemars(range(min = 1024, max = 4194304))]
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: i64,
+    /// The image (`CompShareImageId`), for example a PyTorch image's id.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("imageId must be a CompShare image id such as compshareImage-abc123"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub image_id: String,
+    /// The disks: exactly one boot disk, and up to seven data disks.
+    #[x_kube(validation = Rule::new("self.filter(d, d.boot).size() == 1").message("machine.disks must have exactly one boot disk (boot: true)"))]
+    #[schemars(length(min = 1, max = 8))]
+    pub disks: Vec<DiskSpec>,
+    /// `Dynamic` (by the hour; the default here, so that deleting the resource stops the
+    /// spending), `Postpay`, `Spot` (may be reclaimed), or the prepaid `Day` and `Month`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_type: Option<ChargeType>,
+    /// Days or months to prepay with `Day` or `Month` (default 1).
+    #[schemars(range(min = 1, max = 36))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<i32>,
+    /// The machine's name in CompShare (default: the resource's name, cut to 63 characters).
+    #[x_kube(validation = Rule::new("self.matches('^[-_.,:A-Za-z0-9\\\\p{Han}]+$')").message("machine.name may hold letters, digits, Chinese characters and _ . , : -"))]
+    #[schemars(length(min = 1, max = 63))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A Secret in this namespace holding the login password (never given in the spec). Without
+    /// it, CompShare sets one, which the connection Secret can hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// `Auto` (the default), `Intel/Auto` or `Amd/Auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimal_cpu_platform: Option<CpuPlatform>,
+}
+
+/// One disk of a machine to create.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskSpec {
+    /// The system disk.
+    #[serde(default)]
+    pub boot: bool,
+    /// The disk type (`CLOUD_RSSD` on A800 only).
+    #[serde(rename = "type")]
+    pub type_: DiskType,
+    /// Size in GB (200 GB of system disk are free).
+    #[schemars(range(min = 1, max = 32000))]
+    #[serde(rename = "sizeGB")]
+    pub size_gb: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[allow(non_camel_case_types)]
+pub enum DiskType {
+    CLOUD_SSD,
+    CLOUD_RSSD,
+    CLOUD_NORMAL,
+    LOCAL_NORMAL,
+    LOCAL_SSD,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ChargeType {
+    Dynamic,
+    Postpay,
+    Spot,
+    Day,
+    Month,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CpuPlatform {
+    Auto,
+    #[serde(rename = "Intel/Auto")]
+    IntelAuto,
+    #[serde(rename = "Amd/Auto")]
+    AmdAuto,
+}
+
+/// A key of a Secret in the same namespace as the resource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a valid Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key (default `password`).
+    #[schemars(length(min = 1, max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A Secret in the same namespace as the resource.
@@ -312,6 +499,41 @@ pub struct CompShareInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub connection_secret_name: Option<CompactString>,
+
+    /// The machine's id: `spec.uhostId`, or the machine the operator created (also recorded in
+    /// the annotation `compshare.ucloud.cn/uhost-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub uhost_id: Option<CompactString>,
+
+    /// When CompShare will stop the machine by itself (its stop scheduler), as observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_stop: Option<Time>,
+
+    /// The last state-changing call the operator made for this resource, and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<Box<ActionRecord>>,
+}
+
+/// A state-changing call the operator made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    /// `Create`, `Start`, `Stop`, `ScheduleStop`, `CancelScheduledStop` or `Terminate`.
+    #[schemars(with = "String")]
+    pub action: CompactString,
+    /// When it was made.
+    pub time: Time,
+    /// `Succeeded`, `Failed`, or `Unknown` (the answer was lost: the operator finds out by
+    /// observing).
+    #[schemars(with = "String")]
+    pub result: CompactString,
+    /// The cloud's RetCode, when it answered with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret_code: Option<i64>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// An address of the instance, as in Cluster API's `MachineAddress`.
@@ -409,6 +631,39 @@ pub struct SoftwareEndpoint {
 }
 
 impl CompShareInstance {
+    /// The machine's id: the one the spec names, or the one the operator created for it.
+    pub fn machine_id(&self) -> Option<&str> {
+        self.spec
+            .uhost_id
+            .as_deref()
+            .or_else(|| self.annotation(CREATED_ID_ANNOTATION))
+    }
+
+    /// Whether the operator may change the machine (`managementPolicy: Manage`).
+    pub fn is_managed(&self) -> bool {
+        self.spec.management_policy == Some(ManagementPolicy::Manage)
+    }
+
+    /// The deletion policy in force: as set, else `Delete` for a machine to create and `Orphan`
+    /// for one named by id.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec
+            .deletion_policy
+            .unwrap_or(if self.spec.machine.is_some() {
+                DeletionPolicy::Delete
+            } else {
+                DeletionPolicy::Orphan
+            })
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+
     /// The annotation-requested pause.
     pub fn is_paused(&self) -> bool {
         self.metadata
