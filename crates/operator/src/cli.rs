@@ -1,5 +1,6 @@
-//! The command line: `run` (the controller) and `crd` (print the CRD). Every `run` flag can also
-//! be set by environment, as the Helm chart does. (The simulator is a binary of its own,
+//! The command line: `run` (the controller), `crd` (print the CRD) and `import` (manifests for an
+//! account's machines; its flags live with it in `import`). Every `run` flag can also be set by
+//! environment, as the Helm chart does. (The simulator is a binary of its own,
 //! `compshare-simulator`.)
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use compshare_api::ClientConfig;
 
+use crate::import::ImportArgs;
 use crate::reconciler::credentials::{AllowedNamespaces, SecretName};
 use crate::reconciler::privileges::Grants;
 use crate::telemetry::LogFormat;
@@ -30,6 +32,9 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
     /// Print the CompShareInstance CustomResourceDefinition as YAML.
     Crd,
+    /// List every machine of an account and print observe-only CompShareInstance manifests for
+    /// them (or write them into a directory), ready to commit.
+    Import(Box<ImportArgs>),
 }
 
 #[derive(Debug, Args)]
