@@ -1,5 +1,6 @@
-//! The command line: `run` (the controller) and `crd` (print the CRD). Every `run` flag can also
-//! be set by environment, as the Helm chart does. (The simulator is a binary of its own,
+//! The command line: `run` (the controller), `crd` (print the CRD) and `import` (manifests for an
+//! account's machines; its flags live with it in `import`). Every `run` flag can also be set by
+//! environment, as the Helm chart does. (The simulator is a binary of its own,
 //! `compshare-simulator`.)
 
 use std::net::SocketAddr;
@@ -7,7 +8,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+use compshare_api::ClientConfig;
 
+use crate::import::ImportArgs;
 use crate::reconciler::credentials::{AllowedNamespaces, SecretName};
 use crate::reconciler::privileges::Grants;
 use crate::telemetry::LogFormat;
@@ -29,6 +32,9 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
     /// Print the CompShareInstance CustomResourceDefinition as YAML.
     Crd,
+    /// List every machine of an account and print observe-only CompShareInstance manifests for
+    /// them (or write them into a directory), ready to commit.
+    Import(Box<ImportArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -64,17 +70,8 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "COMPSHARE_MANAGEMENT_NAMESPACES", default_value = "")]
     pub management_namespaces: AllowedNamespaces,
 
-    /// The CompShare API endpoint.
-    #[arg(long, env = "COMPSHARE_ENDPOINT", default_value = compshare_api::DEFAULT_ENDPOINT)]
-    pub endpoint: String,
-
-    /// Accept a plain-HTTP endpoint (the simulator). Never for the real API.
-    #[arg(long, env = "COMPSHARE_ALLOW_INSECURE_HTTP")]
-    pub allow_insecure_http: bool,
-
-    /// Timeout of one API call.
-    #[arg(long, env = "COMPSHARE_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub api: ApiArgs,
 
     /// Poll interval of resources without `spec.pollInterval` (10s to 24h).
     #[arg(long, env = "COMPSHARE_DEFAULT_POLL_INTERVAL", default_value = "60s", value_parser = poll_interval)]
@@ -159,6 +156,33 @@ pub(crate) struct RunArgs {
     /// How long before the lease expires the leader renews it.
     #[arg(long, env = "COMPSHARE_LEASE_RENEW_BEFORE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub lease_renew_before: Duration,
+}
+
+/// Where the CompShare API is and how long a call may take: the same flags for every command that
+/// calls it, so that `run` and `import` cannot drift apart.
+#[derive(Debug, Args)]
+pub(crate) struct ApiArgs {
+    /// The CompShare API endpoint.
+    #[arg(long, env = "COMPSHARE_ENDPOINT", default_value = compshare_api::DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+
+    /// Accept a plain-HTTP endpoint (the simulator). Never for the real API.
+    #[arg(long, env = "COMPSHARE_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+
+    /// Timeout of one API call.
+    #[arg(long, env = "COMPSHARE_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl From<ApiArgs> for ClientConfig {
+    fn from(args: ApiArgs) -> Self {
+        ClientConfig {
+            endpoint: args.endpoint,
+            timeout: args.request_timeout,
+            allow_insecure_http: args.allow_insecure_http,
+        }
+    }
 }
 
 fn poll_interval(s: &str) -> Result<Duration, String> {

@@ -44,9 +44,7 @@ impl From<RunArgs> for Config {
             default_credentials_namespaces,
             default_credentials_grants,
             management_namespaces,
-            endpoint,
-            allow_insecure_http,
-            request_timeout,
+            api,
             default_poll_interval,
             account_calls_per_minute,
             account_burst,
@@ -79,11 +77,7 @@ impl From<RunArgs> for Config {
             renew_before: lease_renew_before,
         });
         Config {
-            client: ClientConfig {
-                endpoint,
-                timeout: request_timeout,
-                allow_insecure_http,
-            },
+            client: ClientConfig::from(api),
             poller: PollerConfig {
                 budget: BudgetConfig {
                     calls_per_minute: account_calls_per_minute,

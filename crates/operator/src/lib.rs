@@ -8,10 +8,12 @@
 //! - `leadership`: the leader election on a Lease.
 //! - `operator`: wires the CompShare client (`compshare-api`), the poller, the controller and the
 //!   HTTP endpoints together, from the configuration the command line gives (`config`).
+//! - `import`: the `import` command, manifests for an account's existing machines.
 //! - `metrics`, `server`, `telemetry`, `shutdown`: what every run needs around it.
 
 mod cli;
 mod config;
+mod import;
 mod leadership;
 mod metrics;
 mod operator;
@@ -38,6 +40,14 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         cli::Command::Crd => {
             print!("{}", resource::crd_yaml());
             Ok(())
+        }
+        cli::Command::Import(args) => {
+            telemetry::init(telemetry::LogFormat::Text);
+            // One call at a time: a runtime on this thread is all it needs.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(import::run(*args))
         }
     }
 }

@@ -174,22 +174,7 @@ impl CredentialsResolver {
         &self,
         secret: &SecretName,
     ) -> Result<Result<Credentials, Problem>, kube::Error> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.namespace);
-        Ok(match api.get_opt(&secret.name).await {
-            Ok(Some(found)) => credentials_from(&found, secret),
-            Ok(None) => Err(Problem {
-                reason: Reason::CredentialsMissing,
-                message: format!("Secret {secret} does not exist"),
-            }),
-            Err(kube::Error::Api(status)) if status.code == 403 => Err(Problem {
-                reason: Reason::CredentialsForbidden,
-                message: format!(
-                    "the operator may not read Secret {secret}: {}",
-                    status.message
-                ),
-            }),
-            Err(other) => return Err(other),
-        })
+        read_secret(&self.client, secret).await
     }
 
     /// Yields whenever a Secret in use changed (a rotated key, a deleted Secret), checking every
@@ -234,6 +219,28 @@ impl CredentialsResolver {
     }
 }
 
+/// Reads the key pair in `secret`: `Ok(Err(…))` when a person must fix something (the Secret is
+/// missing, unreadable for the operator, or holds no usable keys), `Err` when the apiserver could
+/// not be asked.
+pub(crate) async fn read_secret(
+    client: &kube::Client,
+    secret: &SecretName,
+) -> Result<Result<Credentials, Problem>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
+    Ok(match api.get_opt(&secret.name).await {
+        Ok(Some(found)) => credentials_from(&found, secret),
+        Ok(None) => Err(Problem {
+            reason: Reason::CredentialsMissing,
+            message: format!("Secret {secret} does not exist"),
+        }),
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(Problem {
+            reason: Reason::CredentialsForbidden,
+            message: format!("reading Secret {secret} is forbidden: {}", status.message),
+        }),
+        Err(other) => return Err(other),
+    })
+}
+
 /// The key pair in a Secret, checked so that a person learns what is wrong without the values
 /// ever being shown.
 fn credentials_from(secret: &Secret, name: &SecretName) -> Result<Credentials, Problem> {
@@ -251,23 +258,29 @@ fn credentials_from(secret: &Secret, name: &SecretName) -> Result<Credentials, P
                     "has no key {key:?} (expected {PUBLIC_KEY_KEY:?} and {PRIVATE_KEY_KEY:?})"
                 ))
             })?;
-        let text = std::str::from_utf8(&bytes.0)
-            .map_err(|_| invalid(format!("key {key:?} is not UTF-8 text")))?
-            .trim();
-        if text.is_empty() {
-            return Err(invalid(format!("key {key:?} is empty")));
-        }
-        if !text.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(invalid(format!(
-                "key {key:?} contains characters other than printable ASCII"
-            )));
-        }
-        Ok(text.to_owned())
+        key_text(key, &bytes.0).map_err(invalid)
     };
     Ok(Credentials::new(
         key(PUBLIC_KEY_KEY)?,
         key(PRIVATE_KEY_KEY)?,
     ))
+}
+
+/// One key of a pair, trimmed, or what is wrong with it (naming the key, never showing the value):
+/// the same rules wherever keys come from (a Secret, a key file, the environment).
+pub(crate) fn key_text(key: &str, bytes: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| format!("key {key:?} is not UTF-8 text"))?
+        .trim();
+    if text.is_empty() {
+        return Err(format!("key {key:?} is empty"));
+    }
+    if !text.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "key {key:?} contains characters other than printable ASCII"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 #[cfg(test)]
