@@ -38,7 +38,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 .block_on(operator::run(config))
         }
         cli::Command::Crd => {
-            print!("{}", resource::crd_yaml());
+            print!("{}", resource::crds_yaml());
             Ok(())
         }
         cli::Command::Import(args) => {
