@@ -83,13 +83,15 @@ pub(crate) async fn run(
             }
         })
         .touched_objects();
+    let controller = Controller::new(discoveries, watcher::Config::default().any_semantic());
     let discoverer = Arc::new(Discoverer {
         ctx,
+        discoveries: controller.store(),
         instances: store,
         instances_ready: ready,
         memory: Mutex::default(),
     });
-    Controller::new(discoveries, watcher::Config::default().any_semantic())
+    controller
         .owns_stream(owned)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, discoverer)
@@ -111,6 +113,8 @@ fn keep_what_is_read(o: &mut CompShareInstance) {
 
 struct Discoverer {
     ctx: Arc<Context>,
+    /// Every `CompShareDiscovery` in the watched namespaces (the controller's cache).
+    discoveries: Store<CompShareDiscovery>,
     /// Every `CompShareInstance` in the watched namespaces.
     instances: Store<CompShareInstance>,
     /// Whether `instances` holds the first complete list: until then, nothing is created (a
@@ -262,10 +266,19 @@ async fn reconcile(
             i.namespace().as_deref() == Some(namespace.as_str()) && created_by(i, &discovery)
         })
         .count();
-    d.memory
-        .lock()
-        .expect("memory lock")
-        .insert(uid, memory.clone());
+    {
+        // Deleted discoveries are forgotten (they have no finalizer: no reconciliation sees them
+        // go).
+        let existing: BTreeSet<String> = d
+            .discoveries
+            .state()
+            .iter()
+            .filter_map(|o| o.uid())
+            .collect();
+        let mut memories = d.memory.lock().expect("memory lock");
+        memories.retain(|uid, _| existing.contains(uid));
+        memories.insert(uid, memory.clone());
+    }
 
     let desired = desired_status(&discovery, &listing, &memory, managed, clashes, &now());
     if discovery.status.as_ref() != Some(&desired) {
