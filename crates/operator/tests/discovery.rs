@@ -343,6 +343,22 @@ async fn one_resource_per_machine_kept_in_step_with_the_account() {
             .unwrap()
             .is_some()
     );
+
+    // One event per reconciliation that created or removed resources, not one per resource.
+    let reasons = bed.event_reasons(DISCOVERY).await;
+    let count = |reason: &str| reasons.iter().filter(|r| *r == reason).count();
+    assert!(count("DiscoveredResourcesCreated") >= 2, "{reasons:?}");
+    assert!(count("DiscoveredResourcesCreated") < 10, "{reasons:?}");
+    assert_eq!(count("DiscoveredResourcesRemoved"), 1, "{reasons:?}");
+    // What kubectl shows.
+    let table = bed.kubectl(&["get", "csd"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "MACHINES", "RESOURCES", "LAST-LIST", "AGE"]
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], [DISCOVERY, "True", "250", "249"], "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
