@@ -3,8 +3,9 @@
 //! resource per machine (named and labelled as `import` names them, owned by the discovery), a
 //! machine added appears, a machine removed is marked, shown NotFound and removed after the grace
 //! period (not before), a hand-written resource is left alone and reported, each listing costs
-//! ⌈machines/100⌉ calls per region, bad keys show in the conditions, and admission refuses bad
-//! specs. Discovery only reads: every bed asserts that no state-changing call reached the
+//! ⌈machines/100⌉ calls per region, the grace period's clock survives an operator restart,
+//! deleting the discovery deletes its resources (not the machines), bad keys show in the
+//! conditions, and admission refuses bad specs. Discovery only reads: every bed asserts that no state-changing call reached the
 //! simulator.
 
 use std::collections::BTreeMap;
@@ -359,6 +360,80 @@ async fn one_resource_per_machine_kept_in_step_with_the_account() {
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[..4], [DISCOVERY, "True", "250", "249"], "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_survives_a_restart_and_deleting_the_discovery_deletes_its_resources() {
+    let fixture: Vec<Value> = machines().into_iter().take(3).collect();
+    let bed = Bed::new("discovery-restart", fixture.clone()).await;
+    bed.credentials("keys").await;
+    let operator = bed.operator().start().await;
+    create_discovery(
+        &bed,
+        DISCOVERY,
+        json!({"credentialsRef": {"name": "keys"}, "regions": [WLCB], "pollInterval": "10s", "gracePeriod": "20s"}),
+    )
+    .await;
+    wait_discovery(&bed, DISCOVERY, "listed", Duration::from_secs(30), |d| {
+        d.status.as_ref().and_then(|s| s.resources_managed) == Some(3)
+    })
+    .await;
+    let gone = &fixture[1];
+    let gone_name = expected_name(gone);
+    bed.simulator_admin.remove_instance(id(gone)).await.unwrap();
+    let marked = bed
+        .wait_for(&gone_name, "marked missing", Duration::from_secs(20), |r| {
+            r.annotations().contains_key(MISSING_SINCE)
+        })
+        .await;
+    let mark = marked.annotations()[MISSING_SINCE].clone();
+    let since: jiff::Timestamp = mark.parse().unwrap();
+
+    // A new operator process continues the clock from the annotation, neither resetting it nor
+    // removing the resource at once.
+    operator.stop();
+    let _operator = bed.operator().start().await;
+    let removed_at = poll_until(Duration::from_secs(40), async || {
+        match bed.instances().get_opt(&gone_name).await.unwrap() {
+            None => Ok(jiff::Timestamp::now()),
+            Some(r) => {
+                assert_eq!(r.annotations()[MISSING_SINCE], mark, "the mark changed");
+                Err(())
+            }
+        }
+    })
+    .await
+    .expect("removed after the grace period");
+    let kept = removed_at.duration_since(since);
+    assert!(
+        kept >= jiff::SignedDuration::from_secs(19) && kept < jiff::SignedDuration::from_secs(35),
+        "removed {kept:?} after it was first missed"
+    );
+    let d = wait_discovery(&bed, DISCOVERY, "counting", Duration::from_secs(15), |d| {
+        d.status.as_ref().and_then(|s| s.resources_removed) == Some(1)
+    })
+    .await;
+    // The totals continue from the stored status.
+    assert_eq!(d.status.unwrap().resources_created, Some(3));
+
+    // Deleting the discovery deletes its resources (garbage collection); the machines stay.
+    discoveries(&bed)
+        .delete(DISCOVERY, &Default::default())
+        .await
+        .unwrap();
+    poll_until(Duration::from_secs(30), async || {
+        let left = bed
+            .instances()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        if left == 0 { Ok(()) } else { Err(left) }
+    })
+    .await
+    .unwrap_or_else(|left| panic!("{left} resources left after the discovery was deleted"));
+    assert_eq!(bed.machine_count().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
