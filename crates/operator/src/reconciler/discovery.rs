@@ -233,7 +233,12 @@ async fn reconcile(
     let mut requeue = memory
         .next_listing
         .saturating_duration_since(Instant::now());
-    let mut clashes = Vec::new();
+    // A failed listing changes nothing, the clashes shown included.
+    let mut clashes = discovery
+        .status
+        .as_ref()
+        .map(|s| s.clashes.clone())
+        .unwrap_or_default();
     if let Ok(machines) = &listing.outcome {
         let others: Vec<Arc<CompShareInstance>> = d
             .instances
@@ -253,10 +258,15 @@ async fn reconcile(
         if let Some(at) = plan.look_again {
             requeue = requeue.min(at);
         }
-        let (created, removed) = d.carry_out(&discovery, &namespace, plan).await?;
+        let (created, removed, stopped) = d.carry_out(&discovery, &namespace, plan).await;
         memory.created += created.len() as i64;
         memory.removed += removed.len() as i64;
         d.announce(&discovery, &created, &removed).await;
+        if let Some(error) = stopped {
+            // What was done is counted; the rest is tried again.
+            d.memory.lock().expect("memory lock").insert(uid, memory);
+            return Err(error.into());
+        }
     }
     let managed = d
         .instances
@@ -374,69 +384,79 @@ impl Discoverer {
         Ok(Ok(Arc::new(matching)))
     }
 
-    /// Makes the changes `plan` names; the resources created and removed. A resource that already
-    /// exists (or is already gone) is not counted: the cache was behind.
+    /// Makes the changes `plan` names: the resources created and removed, and the error that
+    /// stopped it (the apiserver could not be reached), if one did. A resource that already exists
+    /// (or is already gone) is not counted: the cache was behind. A change the apiserver refuses
+    /// is logged and the others are made.
     async fn carry_out(
         &self,
         discovery: &CompShareDiscovery,
         namespace: &str,
         plan: Plan,
-    ) -> Result<(Vec<String>, Vec<String>), Error> {
+    ) -> (Vec<String>, Vec<String>, Option<kube::Error>) {
         let api: Api<CompShareInstance> = Api::namespaced(self.ctx.client.clone(), namespace);
         let mut created = Vec::new();
-        for resource in plan.create {
-            let name = resource.name_any();
-            match api.create(&PostParams::default(), &resource).await {
-                Ok(_) => created.push(name),
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for (name, missing_since) in plan.mark {
-            let patch = serde_json::json!({"metadata": {"annotations": {
-                MISSING_SINCE_ANNOTATION: missing_since,
-                // Observed at once, so that it shows NotFound for the whole grace period.
-                REFRESH_ANNOTATION: missing_since,
-            }}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for name in plan.unmark {
-            let patch =
-                serde_json::json!({"metadata": {"annotations": {MISSING_SINCE_ANNOTATION: null}}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
         let mut removed = Vec::new();
-        for (name, uid) in plan.remove {
-            // Only the very resource that was planned for (a newer one of the same name is not).
-            let params = DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&name, &params).await {
-                Ok(_) => removed.push(name),
-                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {}
-                Err(e) => return Err(e.into()),
+        let refused = |what: &str, name: &str, status: &kube::core::Status| {
+            tracing::warn!(discovery = %discovery.name_any(), namespace, resource = name, code = status.code, message = %status.message, "the apiserver refused to {what} a resource");
+        };
+        let stopped = 'changes: {
+            for resource in plan.create {
+                let name = resource.name_any();
+                match api.create(&PostParams::default(), &resource).await {
+                    Ok(_) => created.push(name),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(kube::Error::Api(s)) => refused("create", &name, &s),
+                    Err(e) => break 'changes Some(e),
+                }
             }
-        }
+            for (name, missing_since) in plan.mark {
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    MISSING_SINCE_ANNOTATION: missing_since,
+                    // Observed at once, so that it shows NotFound for the whole grace period.
+                    REFRESH_ANNOTATION: missing_since,
+                }}});
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(e) => break 'changes Some(e),
+                }
+            }
+            for name in plan.unmark {
+                let patch = serde_json::json!({"metadata": {"annotations": {MISSING_SINCE_ANNOTATION: null}}});
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(e) => break 'changes Some(e),
+                }
+            }
+            for (name, uid) in plan.remove {
+                // Only the very resource that was planned for (a newer one of the same name is
+                // not).
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(&name, &params).await {
+                    Ok(_) => removed.push(name),
+                    Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {}
+                    Err(kube::Error::Api(s)) => refused("delete", &name, &s),
+                    Err(e) => break 'changes Some(e),
+                }
+            }
+            None
+        };
         if !created.is_empty() || !removed.is_empty() {
             tracing::info!(discovery = %discovery.name_any(), namespace, created = created.len(), removed = removed.len(), "resources kept in step with the listing");
         }
-        Ok((created, removed))
+        (created, removed, stopped)
     }
 
     /// One event for the resources created, one for those removed; a failure is logged.
