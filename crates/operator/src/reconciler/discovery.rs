@@ -95,7 +95,14 @@ pub(crate) async fn run(
         .owns_stream(owned)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, discoverer)
-        .for_each(|_| std::future::ready(()))
+        .for_each(|result| {
+            // Reconciliation errors are logged by `error_policy`; a watch that fails (retried
+            // with backoff) is said here.
+            if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
+                tracing::warn!(%error, "cannot watch CompShareDiscoveries (is their CRD installed? apply crds/) or CompShareInstances");
+            }
+            std::future::ready(())
+        })
         .await;
 }
 
