@@ -1,4 +1,4 @@
-//! The command line: `run` (the controller), `crd` (print the CRD) and `import` (manifests for an
+//! The command line: `run` (the controller), `crd` (print the CRDs) and `import` (manifests for an
 //! account's machines; its flags live with it in `import`). Every `run` flag can also be set by
 //! environment, as the Helm chart does. (The simulator is a binary of its own,
 //! `compshare-simulator`.)
@@ -30,7 +30,7 @@ pub struct Cli {
 pub(crate) enum Command {
     /// Run the controller (uses the kubeconfig or the in-cluster configuration, like kubectl).
     Run(Box<RunArgs>),
-    /// Print the CompShareInstance CustomResourceDefinition as YAML.
+    /// Print the CustomResourceDefinitions (CompShareInstance, CompShareDiscovery) as YAML.
     Crd,
     /// List every machine of an account and print observe-only CompShareInstance manifests for
     /// them (or write them into a directory), ready to commit.

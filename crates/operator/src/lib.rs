@@ -4,11 +4,14 @@
 //! and the command line ([`Cli`], [`main`]). Inside, each module keeps to its room:
 //!
 //! - `poller`: batched, budgeted observation of instances; knows nothing of Kubernetes.
-//! - `reconciler`: turns observations into status, conditions, events and connection Secrets.
+//! - `reconciler`: turns observations into status, conditions, events and connection Secrets;
+//!   `reconciler::discovery` keeps one observe-only resource per machine a `CompShareDiscovery`
+//!   lists.
 //! - `leadership`: the leader election on a Lease.
 //! - `operator`: wires the CompShare client (`compshare-api`), the poller, the controller and the
 //!   HTTP endpoints together, from the configuration the command line gives (`config`).
-//! - `import`: the `import` command, manifests for an account's existing machines.
+//! - `import`: the `import` command, manifests for an account's existing machines (its listing
+//!   and manifests are discovery's too).
 //! - `metrics`, `server`, `telemetry`, `shutdown`: what every run needs around it.
 
 mod cli;
@@ -38,7 +41,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 .block_on(operator::run(config))
         }
         cli::Command::Crd => {
-            print!("{}", resource::crd_yaml());
+            print!("{}", resource::crds_yaml());
             Ok(())
         }
         cli::Command::Import(args) => {

@@ -136,6 +136,8 @@ async fn operate(
         config.reconciler.clone(),
     ));
     let stop = stop.shared();
+    // Discovery runs beside the controller, under the same leadership, and stops with it.
+    let discovery = tokio::spawn(reconciler::discovery::run(ctx.clone(), stop.clone()));
     let controller = std::pin::pin!(reconciler::run(ctx, changes, readiness, stop.clone()));
     let finishing = match futures::future::select(controller, stop.clone()).await {
         Either::Left(((), _)) => None,
@@ -150,6 +152,11 @@ async fn operate(
     if let Some(controller) = finishing {
         controller.await;
     }
+    if stop.peek().is_none() {
+        discovery.abort();
+    }
+    // Ended, or aborted along with a controller that ended on its own (an error below).
+    let _ = discovery.await;
     anyhow::ensure!(
         stop.peek().is_some(),
         "the controller stopped without being asked to"

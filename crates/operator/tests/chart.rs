@@ -92,6 +92,32 @@ fn the_chart_lints_and_renders_as_documented() {
         .find(|r| r["resources"] == json!(["compshareinstances"]))
         .unwrap();
     assert_eq!(resources["verbs"], json!(["get", "list", "watch", "patch"]));
+    // Discovery: its own objects read and their status written; CompShareInstances also created
+    // and deleted (only those a discovery owns, which the operator checks), never updated.
+    let verbs_of = |resource: &str| -> Vec<Value> {
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resources"] == json!([resource]))
+            .flat_map(|r| r["verbs"].as_array().unwrap().clone())
+            .collect()
+    };
+    assert_eq!(
+        verbs_of("compsharediscoveries"),
+        json!(["get", "list", "watch"]).as_array().unwrap().clone()
+    );
+    assert_eq!(
+        verbs_of("compsharediscoveries/status"),
+        json!(["patch"]).as_array().unwrap().clone()
+    );
+    assert_eq!(
+        verbs_of("compshareinstances"),
+        json!(["get", "list", "watch", "patch", "create", "delete"])
+            .as_array()
+            .unwrap()
+            .clone()
+    );
     // Management is off unless namespaces are listed; grants go with default credentials.
     let env = |docs: &[Value]| -> Vec<(String, String)> {
         let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();

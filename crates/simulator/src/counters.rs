@@ -20,6 +20,10 @@ pub struct Counters {
     /// `UHostIds.N` parameters summed over the `DescribeCompShareInstance` calls that got past
     /// verification: with batching, far fewer calls than ids.
     ids_requested: u64,
+    /// Verified `DescribeCompShareInstance` calls that named no ids: listings (one per page),
+    /// told apart from the calls that ask for machines by id.
+    #[serde(default)]
+    listings: u64,
 }
 
 /// Calls of one action or key, in all and by result.
@@ -77,15 +81,22 @@ impl Counters {
         self.ids_requested
     }
 
+    /// Verified `DescribeCompShareInstance` calls that named no ids: the pages of listings.
+    pub fn listings(&self) -> u64 {
+        self.listings
+    }
+
     pub(super) fn record(
         &mut self,
         action: Option<&str>,
         public_key: Option<&str>,
         result: &str,
         ids_requested: usize,
+        listing: bool,
     ) {
         self.total += 1;
         self.ids_requested += ids_requested as u64;
+        self.listings += u64::from(listing);
         self.by_action
             .entry(action.unwrap_or(MISSING).to_owned())
             .or_default()
@@ -105,46 +116,75 @@ mod tests {
     #[test]
     fn counts_by_action_key_and_result() {
         let mut counters = Counters::default();
-        counters.record(Some("DescribeCompShareInstance"), Some("pub"), "0", 100);
-        counters.record(Some("DescribeCompShareInstance"), Some("pub"), "0", 50);
+        counters.record(
+            Some("DescribeCompShareInstance"),
+            Some("pub"),
+            "0",
+            100,
+            false,
+        );
+        counters.record(Some("DescribeCompShareInstance"), Some("pub"), "0", 0, true);
+        counters.record(
+            Some("DescribeCompShareInstance"),
+            Some("pub"),
+            "0",
+            50,
+            false,
+        );
         counters.record(
             Some("DescribeCompShareInstance"),
             Some("pub"),
             "http_503",
             0,
+            false,
         );
-        counters.record(None, None, "160", 0);
+        counters.record(None, None, "160", 0, false);
         assert_eq!(
             serde_json::to_value(&counters).unwrap(),
             json!({
-                "total": 4,
+                "total": 5,
                 "idsRequested": 150,
+                "listings": 1,
                 "byAction": {
-                    "DescribeCompShareInstance": {"total": 3, "byResult": {"0": 2, "http_503": 1}},
+                    "DescribeCompShareInstance": {"total": 4, "byResult": {"0": 3, "http_503": 1}},
                     "(missing)": {"total": 1, "byResult": {"160": 1}},
                 },
                 "byPublicKey": {
-                    "pub": {"total": 3, "byResult": {"0": 2, "http_503": 1}},
+                    "pub": {"total": 4, "byResult": {"0": 3, "http_503": 1}},
                     "(missing)": {"total": 1, "byResult": {"160": 1}},
                 },
             })
         );
         assert_eq!(counters.mutating_calls(), 0);
+        assert_eq!(counters.listings(), 1);
     }
 
     #[test]
     fn mutating_calls_sum_the_actions_that_change_machines() {
         let mut counters = Counters::default();
-        counters.record(Some("CreateCompShareInstance"), Some("pub"), "0", 0);
-        counters.record(Some("StopCompShareInstance"), Some("pub"), "8040", 0);
+        counters.record(Some("CreateCompShareInstance"), Some("pub"), "0", 0, false);
+        counters.record(Some("StopCompShareInstance"), Some("pub"), "8040", 0, false);
         counters.record(
             Some("DeleteCompShareStopScheduler"),
             Some("pub"),
             "dropped",
             0,
+            false,
         );
-        counters.record(Some("DescribeCompShareInstance"), Some("pub"), "0", 1);
-        counters.record(Some("DescribeCompShareSupportZone"), Some("pub"), "0", 0);
+        counters.record(
+            Some("DescribeCompShareInstance"),
+            Some("pub"),
+            "0",
+            1,
+            false,
+        );
+        counters.record(
+            Some("DescribeCompShareSupportZone"),
+            Some("pub"),
+            "0",
+            0,
+            false,
+        );
         assert_eq!(counters.mutating_calls(), 3);
     }
 }

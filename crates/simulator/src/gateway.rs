@@ -36,6 +36,8 @@ struct Outcome {
     /// `None`: close the connection without answering.
     response: Option<Response>,
     ids_requested: usize,
+    /// A `DescribeCompShareInstance` that named no ids: a listing, page by page.
+    listing: bool,
     /// How long to hold the answer once the call is counted (an after-action `latency` fault).
     delay_after: Duration,
 }
@@ -46,6 +48,7 @@ impl Outcome {
             result: "0".to_owned(),
             response: Some(response),
             ids_requested: 0,
+            listing: false,
             delay_after: Duration::ZERO,
         }
     }
@@ -55,6 +58,7 @@ impl Outcome {
             result: error.code.to_string(),
             response: Some(envelope::error(action, error.code, &error.message)),
             ids_requested: 0,
+            listing: false,
             delay_after: Duration::ZERO,
         }
     }
@@ -65,6 +69,7 @@ impl Outcome {
             result: result.to_owned(),
             response: Some(response),
             ids_requested: 0,
+            listing: false,
             delay_after: Duration::ZERO,
         }
     }
@@ -74,6 +79,7 @@ impl Outcome {
             result: format!("http_{status}"),
             response: Some(response),
             ids_requested: 0,
+            listing: false,
             delay_after: Duration::ZERO,
         }
     }
@@ -95,6 +101,7 @@ impl Outcome {
                 result: "dropped".to_owned(),
                 response: None,
                 ids_requested: 0,
+                listing: false,
                 delay_after: Duration::ZERO,
             },
         }
@@ -124,6 +131,7 @@ pub(super) async fn handle(
             call.public_key,
             &outcome.result,
             outcome.ids_requested,
+            outcome.listing,
         );
     }
     tracing::debug!(
@@ -213,8 +221,10 @@ fn act(
                 Ok(page) => Outcome::success(envelope::instances(name, &page, numbers_as_strings)),
                 Err(error) => Outcome::api(Some(name), error),
             };
+            let ids_requested = actions::requested_ids(params).count();
             Outcome {
-                ids_requested: actions::requested_ids(params).count(),
+                ids_requested,
+                listing: ids_requested == 0,
                 ..outcome
             }
         }

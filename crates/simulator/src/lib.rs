@@ -142,8 +142,10 @@
 //! # Counters
 //!
 //! `{"total", "byAction": {A: {"total", "byResult": {R: n}}}, "byPublicKey": {...},
-//! "idsRequested"}` with results `"<RetCode>"`, `"http_<status>"`, `"dropped"` and `"malformed"`;
-//! [`Counters::mutating_calls`] sums the changing actions. A call is counted before an
+//! "idsRequested", "listings"}` with results `"<RetCode>"`, `"http_<status>"`, `"dropped"` and
+//! `"malformed"`; [`Counters::mutating_calls`] sums the changing actions, and
+//! [`Counters::listings`] counts the `DescribeCompShareInstance` calls that named no ids (the
+//! pages of a listing), apart from those asking for machines by id. A call is counted before an
 //! after-action delay, so a caller that gives up has still been counted.
 //!
 //! [`signing::flatten`]: compshare_api::signing::flatten

@@ -584,27 +584,32 @@ pub async fn apiserver_writes(
         .sum()
 }
 
-/// Applies the CRD and waits until the apiserver serves it.
+/// Applies the CRDs (CompShareInstance, CompShareDiscovery) and waits until the apiserver serves
+/// them.
 pub async fn install_crd(control_plane: &ControlPlane) {
     let client = control_plane.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = compshare_operator::resource::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the CRD is accepted");
-    let established = kube::runtime::wait::conditions::is_crd_established();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        kube::runtime::wait::await_condition(crds, &name, established),
-    )
-    .await
-    .expect("the CRD is established in time")
-    .expect("watching the CRD");
+    for crd in [
+        compshare_operator::resource::crd(),
+        compshare_operator::resource::discovery_crd(),
+    ] {
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the CRD is accepted");
+        let established = kube::runtime::wait::conditions::is_crd_established();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            kube::runtime::wait::await_condition(crds.clone(), &name, established),
+        )
+        .await
+        .expect("the CRD is established in time")
+        .expect("watching the CRD");
+    }
 }
 
 /// The operator binary, to be started against a simulator and a control plane.

@@ -1,6 +1,8 @@
 //! The pure half of `import`: which machines to keep (filters), what each resource is called
 //! (naming), the `CompShareInstance` for each, and the text that is printed or written. No I/O,
 //! so that every rule here is unit-tested, and the same machines always give the same bytes.
+//! In-cluster discovery (`reconciler::discovery`) uses the same filters, names, labels and
+//! manifests, so that a discovered resource is the one `import` would have printed.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +16,9 @@ use crate::resource::{
     CompShareInstance, CompShareInstanceSpec, DeletionPolicy, ManagementPolicy, SecretRef,
 };
 
-pub(super) const REGION_LABEL: &str = "compshare.ucloud.cn/region";
-pub(super) const ZONE_LABEL: &str = "compshare.ucloud.cn/zone";
-pub(super) const GPU_TYPE_LABEL: &str = "compshare.ucloud.cn/gpu-type";
+pub(crate) const REGION_LABEL: &str = "compshare.ucloud.cn/region";
+pub(crate) const ZONE_LABEL: &str = "compshare.ucloud.cn/zone";
+pub(crate) const GPU_TYPE_LABEL: &str = "compshare.ucloud.cn/gpu-type";
 
 /// A DNS-1123 label's length: the strictest bound any tool puts on a resource name.
 const MAX_NAME: usize = 63;
@@ -27,7 +29,7 @@ const ID_PREFIX: &str = "uhost-";
 
 /// Which machines to keep. Within one kind, any value matches; across kinds, all must.
 #[derive(Debug, Default)]
-pub(super) struct Filters {
+pub(crate) struct Filters {
     pub zones: Vec<String>,
     pub tags: Vec<String>,
     /// `None`: every name.
@@ -39,7 +41,7 @@ pub(super) struct Filters {
 impl Filters {
     /// The name patterns as one set: glob syntax (`*`, `?`, `[…]`, `{a,b}`), matched against the
     /// machine's whole name, case-sensitively as the console shows it.
-    pub(super) fn name_patterns(patterns: &[String]) -> Result<Option<GlobSet>, globset::Error> {
+    pub(crate) fn name_patterns(patterns: &[String]) -> Result<Option<GlobSet>, globset::Error> {
         if patterns.is_empty() {
             return Ok(None);
         }
@@ -50,7 +52,7 @@ impl Filters {
         set.build().map(Some)
     }
 
-    pub(super) fn keeps(&self, instance: &Instance) -> bool {
+    pub(crate) fn keeps(&self, instance: &Instance) -> bool {
         let any =
             |wanted: &[String], value: &str| wanted.is_empty() || wanted.iter().any(|w| w == value);
         any(&self.zones, &instance.zone)
@@ -69,7 +71,7 @@ impl Filters {
 
 /// What every manifest shares: where it goes and which credentials it names.
 #[derive(Debug, Default)]
-pub(super) struct Settings {
+pub(crate) struct Settings {
     pub namespace: Option<String>,
     pub project_id: Option<String>,
     /// The Secret `spec.credentialsRef` names; `None` leaves it out (the operator's default
@@ -82,7 +84,7 @@ pub(super) struct Settings {
 /// `uhost-`. Always, not only on a clash: a colleague's later machine of the same name must not
 /// rename a resource that is already committed. A machine without a usable name (empty, all
 /// non-Latin, or just its id, which is the console's default) gets its id alone.
-pub(super) fn resource_name(instance: &Instance) -> String {
+pub(crate) fn resource_name(instance: &Instance) -> String {
     let id = dns_label(&instance.u_host_id);
     let suffix = id.strip_prefix(ID_PREFIX).unwrap_or(&id);
     let name = dns_label(&instance.name);
@@ -137,7 +139,7 @@ fn label_value(value: &str) -> String {
 /// what the CRD accepts. `deletionPolicy: Orphan` is written out although it is the default for
 /// a machine named by id: a committed file that later gains `managementPolicy: Manage` must
 /// still never release a machine that was only ever imported.
-pub(super) fn manifest(instance: &Instance, settings: &Settings) -> CompShareInstance {
+pub(crate) fn manifest(instance: &Instance, settings: &Settings) -> CompShareInstance {
     let spec = CompShareInstanceSpec {
         uhost_id: Some(instance.u_host_id.to_string()),
         region: instance.region.to_string(),

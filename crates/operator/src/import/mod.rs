@@ -1,10 +1,11 @@
 //! `compshare-operator import`: lists every machine of an account and prints (or writes)
 //! observe-only `CompShareInstance` manifests for them, so that bringing an existing account under
 //! GitOps needs no ids copied from the console. This module does the I/O: it finds the
-//! credentials, asks the API (pages, regions, backoff) and writes the output; what the manifests
-//! say is decided in `manifest`, without I/O.
+//! credentials, asks the API (pages, regions, backoff: [`Lister`]) and writes the output; what the
+//! manifests say is decided in `manifest`, without I/O. In-cluster discovery
+//! (`reconciler::discovery`) lists with the same [`Lister`] and makes the same manifests.
 
-mod manifest;
+pub(crate) mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -131,21 +132,21 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let lister = Lister {
         client: &client,
         credentials: &credentials,
-        source: &source,
+        retries: RETRIES,
+        metrics: None,
     };
 
     let regions = if args.regions.is_empty() {
-        lister.regions().await?
+        let regions = lister.regions().await.map_err(|f| explain(f, &source))?;
+        tracing::info!(?regions, "regions of the account");
+        regions
     } else {
         args.regions.into_iter().collect()
     };
-    // Keyed by id: a machine that moved between pages while they were read is listed once.
-    let mut machines = BTreeMap::new();
-    for region in &regions {
-        for instance in lister.list(region, settings.project_id.as_deref()).await? {
-            machines.insert(instance.u_host_id.clone(), instance);
-        }
-    }
+    let machines = lister
+        .list_all(&regions, settings.project_id.as_deref())
+        .await
+        .map_err(|f| explain(f, &source))?;
     let resources = manifest::manifests(machines.values(), &filters, &settings);
     if resources.is_empty() {
         tracing::warn!(
@@ -262,29 +263,62 @@ fn key_file_credentials(path: &Path, source: &str) -> anyhow::Result<Credentials
     ))
 }
 
-/// Asks the API, waiting out throttling, and turns refusals into errors that say what to check.
-struct Lister<'a> {
-    client: &'a Client,
-    credentials: &'a Credentials,
-    /// Where the keys came from.
-    source: &'a str,
+/// A call of the listing that failed for good: waiting could not fix it, or the retries ran out.
+#[derive(Debug)]
+pub(crate) struct ListFailure {
+    pub action: &'static str,
+    pub region: String,
+    pub error: CallError,
+}
+
+/// Lists an account's machines, waiting out throttling: what `import` prints and what in-cluster
+/// discovery (`reconciler::discovery`) keeps resources for.
+pub(crate) struct Lister<'a> {
+    pub client: &'a Client,
+    pub credentials: &'a Credentials,
+    /// How many times a throttled or transient call is tried again, after 0.5 s, doubling (with
+    /// jitter) up to 20 s.
+    pub retries: usize,
+    /// Where each call is counted (the operator's metrics), if anywhere.
+    pub metrics: Option<&'a crate::metrics::Metrics>,
 }
 
 impl Lister<'_> {
     /// Every region the account has a zone in, sorted.
-    async fn regions(&self) -> anyhow::Result<BTreeSet<String>> {
+    pub(crate) async fn regions(&self) -> Result<BTreeSet<String>, ListFailure> {
         let zones = self
             .retrying("DescribeCompShareSupportZone", HOME_REGION, || {
                 self.client.support_zones(self.credentials, HOME_REGION)
             })
             .await?;
         let regions: BTreeSet<String> = zones.into_iter().map(|z| z.region).collect();
-        tracing::info!(?regions, "regions of the account");
+        tracing::debug!(?regions, "regions of the account");
         Ok(regions)
     }
 
-    /// Every machine of `region` (in `project`), page by page until `TotalCount` is reached.
-    async fn list(&self, region: &str, project: Option<&str>) -> anyhow::Result<Vec<Instance>> {
+    /// Every machine of `regions` (in `project`), keyed by id: a machine that moved between pages
+    /// while they were read is listed once.
+    pub(crate) async fn list_all(
+        &self,
+        regions: &BTreeSet<String>,
+        project: Option<&str>,
+    ) -> Result<BTreeMap<String, Instance>, ListFailure> {
+        let mut machines = BTreeMap::new();
+        for region in regions {
+            for instance in self.list(region, project).await? {
+                machines.insert(instance.u_host_id.to_string(), instance);
+            }
+        }
+        Ok(machines)
+    }
+
+    /// Every machine of `region` (in `project`), page by page until `TotalCount` is reached:
+    /// ⌈machines/100⌉ calls.
+    pub(crate) async fn list(
+        &self,
+        region: &str,
+        project: Option<&str>,
+    ) -> Result<Vec<Instance>, ListFailure> {
         let mut machines = Vec::new();
         loop {
             let request = DescribeRequest {
@@ -316,26 +350,30 @@ impl Lister<'_> {
                 break;
             }
         }
-        tracing::info!(region, machines = machines.len(), "region listed");
+        tracing::debug!(region, machines = machines.len(), "region listed");
         Ok(machines)
     }
 
-    /// `call`, tried again after a growing pause while it fails in a way that waiting can fix;
-    /// other failures end `import` with what a person should check.
+    /// `call`, tried again after a growing pause while it fails in a way that waiting can fix.
     async fn retrying<T, F: Future<Output = Result<T, CallError>>>(
         &self,
-        action: &str,
+        action: &'static str,
         region: &str,
         call: impl Fn() -> F,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, ListFailure> {
         let mut pauses = ExponentialBuilder::default()
             .with_min_delay(FIRST_BACKOFF)
             .with_max_delay(LONGEST_BACKOFF)
-            .with_max_times(RETRIES)
+            .with_max_times(self.retries)
             .with_jitter()
             .build();
         loop {
-            let error = match call().await {
+            let started = std::time::Instant::now();
+            let answer = call().await;
+            if let Some(metrics) = self.metrics {
+                metrics.record_call(action, started.elapsed(), answer.as_ref().map(|_| ()));
+            }
+            let error = match answer {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
@@ -344,26 +382,38 @@ impl Lister<'_> {
                     tracing::info!(action, region, %error, ?pause, "trying again after a pause");
                     tokio::time::sleep(pause).await;
                 }
-                _ => return Err(self.explain(action, region, error)),
+                _ => {
+                    return Err(ListFailure {
+                        action,
+                        region: region.to_owned(),
+                        error,
+                    });
+                }
             }
         }
     }
+}
 
-    fn explain(&self, action: &str, region: &str, error: CallError) -> anyhow::Error {
-        let source = self.source;
-        match error.disposition() {
-            Disposition::CredentialsRejected => anyhow::anyhow!(
-                "CompShare rejected the key pair ({error}): check that the public and private key in {source} are an API key pair of the account (console: 账户中心 → API 密钥) and that --endpoint is right"
-            ),
-            Disposition::PermissionDenied => anyhow::anyhow!(
-                "{action} in region {region} was refused ({error}): check that the key pair in {source} may list machines there, and --project-id"
-            ),
-            _ if error.is_retryable() => anyhow::anyhow!(
-                "{action} in region {region} kept failing after {RETRIES} retries: {error}"
-            ),
-            _ => anyhow::anyhow!(
-                "{action} in region {region} failed ({error}): check --region, --project-id and --endpoint"
-            ),
-        }
+/// A failed listing as an error that says what a person should check; `source` is where the keys
+/// came from.
+fn explain(failure: ListFailure, source: &str) -> anyhow::Error {
+    let ListFailure {
+        action,
+        region,
+        error,
+    } = failure;
+    match error.disposition() {
+        Disposition::CredentialsRejected => anyhow::anyhow!(
+            "CompShare rejected the key pair ({error}): check that the public and private key in {source} are an API key pair of the account (console: 账户中心 → API 密钥) and that --endpoint is right"
+        ),
+        Disposition::PermissionDenied => anyhow::anyhow!(
+            "{action} in region {region} was refused ({error}): check that the key pair in {source} may list machines there, and --project-id"
+        ),
+        _ if error.is_retryable() => anyhow::anyhow!(
+            "{action} in region {region} kept failing after {RETRIES} retries: {error}"
+        ),
+        _ => anyhow::anyhow!(
+            "{action} in region {region} failed ({error}): check --region, --project-id and --endpoint"
+        ),
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::reasons::Reason;
 use super::status::Problem;
-use crate::resource::{CompShareInstance, PRIVATE_KEY_KEY, PUBLIC_KEY_KEY};
+use crate::resource::{CompShareInstance, PRIVATE_KEY_KEY, PUBLIC_KEY_KEY, SecretRef};
 use compshare_api::Credentials;
 
 /// A Secret named `namespace/name`.
@@ -127,9 +127,24 @@ impl CredentialsResolver {
         resource: &CompShareInstance,
         fresh: bool,
     ) -> Result<Credentials, ResolveError> {
-        let namespace = resource.namespace().unwrap_or_default();
+        self.resolve_ref(
+            resource.namespace().unwrap_or_default(),
+            resource.spec.credentials_ref.as_ref(),
+            fresh,
+        )
+        .await
+    }
+
+    /// The credentials a resource in `namespace` with `spec.credentialsRef` = `reference` uses
+    /// (the same rules for every kind of resource).
+    pub(crate) async fn resolve_ref(
+        &self,
+        namespace: String,
+        reference: Option<&SecretRef>,
+        fresh: bool,
+    ) -> Result<Credentials, ResolveError> {
         let problem = |reason, message| Err(ResolveError::Problem(Problem { reason, message }));
-        let secret = match &resource.spec.credentials_ref {
+        let secret = match reference {
             Some(reference) => SecretName {
                 namespace,
                 name: reference.name.clone(),

@@ -6,6 +6,7 @@
 
 mod connection;
 pub(crate) mod credentials;
+pub(crate) mod discovery;
 mod events;
 mod manage;
 pub(crate) mod privileges;

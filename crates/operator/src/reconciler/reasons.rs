@@ -78,11 +78,15 @@ pub(crate) enum Reason {
     ObservationFailed,
     ObservationRecovered,
     Resumed,
+    /// Event: a discovery created resources for machines that appeared.
+    DiscoveredResourcesCreated,
+    /// Event: a discovery removed resources whose machines were gone for its grace period.
+    DiscoveredResourcesRemoved,
 }
 
 impl Reason {
     /// Every reason.
-    pub(crate) const ALL: [Reason; 45] = [
+    pub(crate) const ALL: [Reason; 47] = [
         Reason::Observed,
         Reason::StateUnknown,
         Reason::AwaitingFirstObservation,
@@ -128,6 +132,8 @@ impl Reason {
         Reason::ObservationFailed,
         Reason::ObservationRecovered,
         Reason::Resumed,
+        Reason::DiscoveredResourcesCreated,
+        Reason::DiscoveredResourcesRemoved,
     ];
 
     pub(crate) const fn as_str(self) -> &'static str {
@@ -177,6 +183,8 @@ impl Reason {
             Reason::ObservationFailed => "ObservationFailed",
             Reason::ObservationRecovered => "ObservationRecovered",
             Reason::Resumed => "Resumed",
+            Reason::DiscoveredResourcesCreated => "DiscoveredResourcesCreated",
+            Reason::DiscoveredResourcesRemoved => "DiscoveredResourcesRemoved",
         }
     }
 

@@ -430,7 +430,7 @@ fn stall(
     }
 }
 
-fn failure_reason(error: &CallError) -> Reason {
+pub(super) fn failure_reason(error: &CallError) -> Reason {
     match (error.disposition(), error) {
         (Disposition::Throttled, _) => Reason::Throttled,
         (Disposition::CredentialsRejected, _) => Reason::CredentialsRejected,
