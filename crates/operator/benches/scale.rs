@@ -58,8 +58,9 @@ struct Args {
     changes: usize,
     #[arg(long, value_delimiter = ',', default_value = "batched,per-object")]
     modes: Vec<Mode>,
-    /// Where to write the report (Markdown).
-    #[arg(long, default_value = "BENCHMARKS.md")]
+    /// Where to write the report (Markdown). By default the repository's BENCHMARKS.md: `cargo
+    /// bench` runs a benchmark in its crate's directory, not where it was typed.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../BENCHMARKS.md"))]
     output: PathBuf,
     /// N = 100 once, batched only, no report; exits non-zero when calls per interval exceed
     /// ⌈N/100⌉, a new resource costs more than one status write, or anything is written in
