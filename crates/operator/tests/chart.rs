@@ -335,7 +335,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_keeps_namespaces_ap
         !logs.contains("forbidden") && !logs.contains("Forbidden"),
         "{logs}"
     );
-    assert_eq!(operator.failed_reconciles().await, 0.0);
+    operator.assert_no_failed_reconciles().await;
 
     // What the chart grants: no listing of Secrets anywhere.
     let as_operator = compshare_testbed::client_from_kubeconfig(&kubeconfig)

@@ -320,7 +320,7 @@ async fn every_fault_kind_for_a_count_and_for_a_duration() {
     }
 
     assert!(operator.is_running() && operator.healthy().await);
-    assert_eq!(operator.failed_reconciles().await, 0.0);
+    operator.assert_no_failed_reconciles().await;
     // Nothing secret in the JSON logs, the metrics, the events or the statuses.
     let mut places = vec![
         ("logs", operator.logs()),

@@ -252,7 +252,7 @@ async fn an_answer_too_large_for_a_status_is_cut_and_stored() {
             .await,
         1.0
     );
-    assert_eq!(operator.failed_reconciles().await, 0.0);
+    operator.assert_no_failed_reconciles().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

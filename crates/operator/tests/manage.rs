@@ -185,12 +185,7 @@ async fn create_wait_stop_schedule_and_delete_leave_no_machine() {
     assert_eq!(counters.calls("StopCompShareInstance"), 2);
     assert_eq!(counters.calls("TerminateCompShareInstance"), 1);
     assert_eq!(counters.calls("CreateCompShareInstance"), 1);
-    assert_eq!(
-        operator.failed_reconciles().await,
-        0.0,
-        "{}",
-        operator.logs()
-    );
+    operator.assert_no_failed_reconciles().await;
     let logs = operator.logs();
     assert!(
         !logs.contains(MACHINE_PASSWORD),
@@ -522,12 +517,7 @@ async fn with_default_credentials_a_namespace_acts_only_as_granted_and_with_the_
     })
     .await;
     assert_eq!(bed.counters().await.calls("StopCompShareInstance"), 1);
-    assert_eq!(
-        operator.failed_reconciles().await,
-        0.0,
-        "{}",
-        operator.logs()
-    );
+    operator.assert_no_failed_reconciles().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,12 +68,7 @@ async fn a_crash_while_the_create_answer_is_on_its_way_makes_one_machine() {
     let operator = bed.manager().start().await;
     bed.wait_for("trainer", "running", SETTLE, running).await;
     one_machine(&bed, "trainer").await;
-    assert_eq!(
-        operator.failed_reconciles().await,
-        0.0,
-        "{}",
-        operator.logs()
-    );
+    operator.assert_no_failed_reconciles().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

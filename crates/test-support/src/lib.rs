@@ -806,6 +806,11 @@ impl Operator {
             .await
     }
 
+    /// Asserts that no reconciliation failed, showing the operator's logs when one did.
+    pub async fn assert_no_failed_reconciles(&self) {
+        assert_eq!(self.failed_reconciles().await, 0.0, "{}", self.logs());
+    }
+
     /// Status, event and Secret writes so far.
     pub async fn writes(&self) -> f64 {
         let mut total = 0.0;
