@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::SecretRef;
+use super::{SecretRef, rules};
 
 /// The label on every resource a discovery created: the discovery's name.
 pub const DISCOVERY_LABEL: &str = "compshare.ucloud.cn/discovery";
@@ -92,7 +92,7 @@ pub struct CompShareDiscoverySpec {
 
     /// The regions to list, for example `cn-wlcb`. Empty (the default): every region the account
     /// has zones in (`DescribeCompShareSupportZone`).
-    #[x_kube(validation = Rule::new("self.all(r, r.matches('^[a-z][a-z0-9-]*[a-z0-9]$'))").message("regions must be CompShare regions such as cn-wlcb"))]
+    #[x_kube(validation = rules::regions())]
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s == r))").message("regions must not repeat a region"))]
     #[schemars(length(max = 32), inner(length(min = 1, max = 32)))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -100,7 +100,7 @@ pub struct CompShareDiscoverySpec {
 
     /// The CompShare project (`org-…`) to list, also written into each resource. Optional: the
     /// account's default project when absent; sub-accounts must set it.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("projectId must be a CompShare project id such as org-abc123"))]
+    #[x_kube(validation = rules::project_id())]
     #[schemars(length(min = 1, max = 64))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
@@ -112,8 +112,8 @@ pub struct CompShareDiscoverySpec {
     /// How often to list the machines, as a duration such as `30s`, `5m` or `1h30m`, between 10s
     /// and 24h. Defaults to the operator's `--default-poll-interval`. (Each resource also
     /// observes its machine at the operator's default interval.)
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("pollInterval must be a duration such as 30s, 5m or 1h30m"))]
-    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))").message("pollInterval must be between 10s and 24h"))]
+    #[x_kube(validation = rules::poll_interval_form())]
+    #[x_kube(validation = rules::poll_interval_bounds())]
     #[schemars(length(max = 32))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<String>,
@@ -122,8 +122,8 @@ pub struct CompShareDiscoverySpec {
     /// polling shows it `NotFound`) before the discovery removes it, counted from the listing that
     /// first missed it: a duration such as `30s`, `10m` or `24h`, at most 720h (30 days). Default
     /// `10m`. A machine that reappears within it keeps its resource.
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("gracePeriod must be a duration such as 30s, 10m or 24h"))]
-    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) <= duration('720h')").message("gracePeriod must be at most 720h (30 days)"))]
+    #[x_kube(validation = rules::grace_period_form())]
+    #[x_kube(validation = rules::grace_period_bound())]
     #[schemars(length(max = 32))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<String>,
@@ -134,7 +134,7 @@ pub struct CompShareDiscoverySpec {
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveryFilters {
     /// Keep machines in one of these zones, for example `cn-wlcb-01`.
-    #[x_kube(validation = Rule::new("self.all(z, z.matches('^[a-z][a-z0-9-]*[a-z0-9]$'))").message("filters.zones must be CompShare zones such as cn-wlcb-01"))]
+    #[x_kube(validation = rules::zones())]
     #[schemars(length(max = 64), inner(length(min = 1, max = 32)))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<String>,

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod discovery;
+mod rules;
 pub use discovery::*;
 
 /// `"true"` stops polling the resource until the annotation is removed or set to anything else.
@@ -158,26 +159,26 @@ pub struct CompShareInstanceSpec {
     /// The id of an existing machine (for example `uhost-1a2b3c4d`); or leave it out and describe
     /// one to create in `machine`. Immutable: for another machine, create another resource.
     #[x_kube(validation = Rule::new("self == oldSelf").message("uhostId is immutable: create another CompShareInstance to observe another instance"))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("uhostId must be a CompShare instance id such as uhost-1a2b3c4d (letters, digits, '-' and '_')"))]
+    #[x_kube(validation = rules::id("uhostId must be a CompShare instance id such as uhost-1a2b3c4d (letters, digits, '-' and '_')"))]
     #[schemars(length(min = 1, max = 64))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uhost_id: Option<String>,
 
     /// The CompShare region of the instance, for example `cn-wlcb`.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9-]*[a-z0-9]$')").message("region must be a CompShare region such as cn-wlcb"))]
+    #[x_kube(validation = rules::region())]
     #[schemars(length(min = 1, max = 32))]
     pub region: String,
 
     /// The zone of the instance, for example `cn-wlcb-01`. Optional; when set, an instance found in
     /// another zone is reported as a mismatch instead of being shown.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9-]*[a-z0-9]$')").message("zone must be a CompShare zone such as cn-wlcb-01"))]
+    #[x_kube(validation = rules::zone())]
     #[schemars(length(min = 1, max = 32))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
 
     /// The CompShare project (`org-…`) that holds the instance. Optional: the account's default
     /// project is used when absent; sub-accounts must set it.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("projectId must be a CompShare project id such as org-abc123"))]
+    #[x_kube(validation = rules::project_id())]
     #[schemars(length(min = 1, max = 64))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
@@ -190,8 +191,8 @@ pub struct CompShareInstanceSpec {
 
     /// How often to observe the instance, as a duration such as `30s`, `5m` or `1h30m`, between
     /// 10s and 24h. Defaults to the operator's `--default-poll-interval`.
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("pollInterval must be a duration such as 30s, 5m or 1h30m"))]
-    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))").message("pollInterval must be between 10s and 24h"))]
+    #[x_kube(validation = rules::poll_interval_form())]
+    #[x_kube(validation = rules::poll_interval_bounds())]
     #[schemars(length(max = 32))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<String>,
@@ -283,7 +284,7 @@ pub struct MachineSpec {
     #[serde(rename = "memoryMB")]
     pub memory_mb: i64,
     /// The image (`CompShareImageId`), for example a PyTorch image's id.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_-]*$')").message("imageId must be a CompShare image id such as compshareImage-abc123"))]
+    #[x_kube(validation = rules::id("imageId must be a CompShare image id such as compshareImage-abc123"))]
     #[schemars(length(min = 1, max = 64))]
     pub image_id: String,
     /// The disks: exactly one boot disk, and up to seven data disks.
@@ -360,7 +361,7 @@ pub enum CpuPlatform {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a valid Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    #[x_kube(validation = rules::secret_name())]
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// The key (default `password`).
@@ -373,7 +374,7 @@ pub struct SecretKeyRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SecretRef {
     /// Name of the Secret.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a valid Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    #[x_kube(validation = rules::secret_name())]
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
