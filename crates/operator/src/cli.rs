@@ -43,6 +43,12 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "COMPSHARE_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// Watch only the CompShareInstances and CompShareDiscoveries whose labels match this
+    /// selector, for example `sharding.fluxcd.io/key=shard-1` (Flux's sharding convention): one
+    /// deployment per shard, each observing whole poll groups. Default: every resource.
+    #[arg(long, env = "COMPSHARE_WATCH_LABEL_SELECTOR")]
+    pub watch_label_selector: Option<String>,
+
     /// The operator's default credentials: a Secret NAMESPACE/NAME with `publicKey` and
     /// `privateKey`, used by resources without `spec.credentialsRef` in allowed namespaces.
     #[arg(long, env = "COMPSHARE_DEFAULT_CREDENTIALS_SECRET")]

@@ -40,6 +40,7 @@ impl From<RunArgs> for Config {
         // Destructured once: a flag added to `RunArgs` and used nowhere fails to compile here.
         let RunArgs {
             namespace,
+            watch_label_selector,
             default_credentials_secret,
             default_credentials_namespaces,
             default_credentials_grants,
@@ -97,6 +98,7 @@ impl From<RunArgs> for Config {
             },
             reconciler: Settings {
                 namespace,
+                label_selector: watch_label_selector,
                 default_poll_interval,
                 concurrency,
                 credentials_recheck,

@@ -90,6 +90,8 @@ pub(crate) struct GroupSnapshot {
     pub members: i64,
     /// Time since the group's last successful call; `None` before the first.
     pub since_last_success: Option<Duration>,
+    /// Whether a listing (discovery's) observes the members now, instead of calls by id.
+    pub listed: bool,
 }
 
 impl Metrics {
@@ -255,6 +257,13 @@ struct GroupLabels {
     account: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    #[prometheus(flatten)]
+    group: GroupLabels,
+    source: &'static str,
+}
+
 impl Collector for GaugeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let Some(source) = self
@@ -280,6 +289,7 @@ impl Collector for GaugeCollector {
 
         let members = Family::<GroupLabels, Gauge>::default();
         let staleness = Family::<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let sources = Family::<SourceLabels, Gauge>::default();
         for group in snapshot.groups {
             let labels = GroupLabels {
                 region: group.region,
@@ -289,6 +299,14 @@ impl Collector for GaugeCollector {
             members.get_or_create(&labels).set(group.members);
             if let Some(age) = group.since_last_success {
                 staleness.get_or_create(&labels).set(age.as_secs_f64());
+            }
+            for (source, on) in [("listing", group.listed), ("ids", !group.listed)] {
+                sources
+                    .get_or_create(&SourceLabels {
+                        group: labels.clone(),
+                        source,
+                    })
+                    .set(i64::from(on));
             }
         }
         members.encode(encoder.encode_descriptor(
@@ -302,6 +320,12 @@ impl Collector for GaugeCollector {
             "Seconds since each poll group's last successful call",
             None,
             staleness.metric_type(),
+        )?)?;
+        sources.encode(encoder.encode_descriptor(
+            "poll_group_source",
+            "How each poll group observes its instances now: 1 for `listing` (discovery's listing of the whole region answers for them, no calls of the group's own) or `ids` (the group asks for them by id)",
+            None,
+            sources.metric_type(),
         )?)?;
         Ok(())
     }
@@ -324,6 +348,7 @@ mod tests {
                     account: "1a2b3c4d".into(),
                     members: 4,
                     since_last_success: Some(Duration::from_millis(1500)),
+                    listed: true,
                 }],
             }
         }
@@ -355,6 +380,8 @@ mod tests {
             r#"compshare_kube_writes_total{kind="status"} 1"#,
             r#"compshare_instances{state="Install Fail"} 1"#,
             r#"compshare_poll_group_seconds_since_success{region="cn-wlcb",project="",account="1a2b3c4d"} 1.5"#,
+            r#"compshare_poll_group_source{region="cn-wlcb",project="",account="1a2b3c4d",source="listing"} 1"#,
+            r#"compshare_poll_group_source{region="cn-wlcb",project="",account="1a2b3c4d",source="ids"} 0"#,
             "# TYPE compshare_reconcile_duration_seconds histogram",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

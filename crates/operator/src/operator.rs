@@ -8,12 +8,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::Either;
+use kube::Api;
+use kube::api::ListParams;
 
 use crate::config::Config;
 use crate::leadership::{Leadership, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::poller::Poller;
-use crate::reconciler::{self, Context};
+use crate::reconciler::{self, Context, Settings};
+use crate::resource::CompShareInstance;
 use crate::server::{self, Readiness};
 use crate::shutdown;
 
@@ -22,6 +25,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let kube = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    check_label_selector(&kube, &config.reconciler).await?;
     if config.per_object_polling {
         tracing::warn!(
             "per-object polling: one API call per resource per interval (comparison mode)"
@@ -63,6 +67,28 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     http.await?.context("metrics server")?;
     tracing::info!("stopped");
     outcome
+}
+
+/// Refuses a `--watch-label-selector` the apiserver does not accept, with its reason, rather than
+/// retrying a watch that can never start. (Any other error is left to the watch, which retries.)
+async fn check_label_selector(kube: &kube::Client, settings: &Settings) -> anyhow::Result<()> {
+    let Some(selector) = &settings.label_selector else {
+        return Ok(());
+    };
+    let api: Api<CompShareInstance> = match &settings.namespace {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    match api
+        .list_metadata(&ListParams::default().labels(selector).limit(1))
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 400 => anyhow::bail!(
+            "--watch-label-selector {selector:?} is not a label selector the apiserver accepts: {}",
+            status.message
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// What the controller is built from.
@@ -136,9 +162,21 @@ async fn operate(
         config.reconciler.clone(),
     ));
     let stop = stop.shared();
-    // Discovery runs beside the controller, under the same leadership, and stops with it.
-    let discovery = tokio::spawn(reconciler::discovery::run(ctx.clone(), stop.clone()));
-    let controller = std::pin::pin!(reconciler::run(ctx, changes, readiness, stop.clone()));
+    // Discovery runs beside the controller, under the same leadership, reads the controller's
+    // cache of resources, and stops with it.
+    let (filler, reader) = reconciler::cache::instances();
+    let discovery = tokio::spawn(reconciler::discovery::run(
+        ctx.clone(),
+        reader,
+        stop.clone(),
+    ));
+    let controller = std::pin::pin!(reconciler::run(
+        ctx,
+        filler,
+        changes,
+        readiness,
+        stop.clone()
+    ));
     let finishing = match futures::future::select(controller, stop.clone()).await {
         Either::Left(((), _)) => None,
         Either::Right(((), controller)) => Some(controller),

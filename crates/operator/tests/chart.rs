@@ -163,6 +163,32 @@ fn the_chart_lints_and_renders_as_documented() {
         );
     }
 
+    // A shard observes the resources labelled with its key (Flux's convention), or any selector.
+    let sharded = env(&render("ops", &["shard=gpu-a"]).unwrap());
+    assert!(
+        sharded.contains(&(
+            "COMPSHARE_WATCH_LABEL_SELECTOR".to_owned(),
+            "sharding.fluxcd.io/key=gpu-a".to_owned()
+        )),
+        "{sharded:?}"
+    );
+    let selected = env(&render("ops", &["watchLabelSelector=team in (ml)"]).unwrap());
+    assert!(
+        selected.contains(&(
+            "COMPSHARE_WATCH_LABEL_SELECTOR".to_owned(),
+            "team in (ml)".to_owned()
+        )),
+        "{selected:?}"
+    );
+    assert!(
+        !env(&docs)
+            .iter()
+            .any(|(k, _)| k == "COMPSHARE_WATCH_LABEL_SELECTOR"),
+        "every resource by default"
+    );
+    let error = render("ops", &["shard=a", "watchLabelSelector=x=y"]).unwrap_err();
+    assert!(error.contains("shard or watchLabelSelector"), "{error}");
+
     // Scoped to one namespace, every grant is a Role there; default credentials add a Role
     // for that one Secret in the release namespace.
     let docs = render(

@@ -3,7 +3,8 @@
 //! resource per machine (named and labelled as `import` names them, owned by the discovery), a
 //! machine added appears, a machine removed is marked, shown NotFound and removed after the grace
 //! period (not before), a hand-written resource is left alone and reported, each listing costs
-//! ⌈machines/100⌉ calls per region, the grace period's clock survives an operator restart,
+//! ⌈machines/100⌉ calls per region and is the observation of the resources (no call by id beside
+//! it), the grace period's clock survives an operator restart,
 //! deleting the discovery deletes its resources (not the machines), bad keys show in the
 //! conditions, and admission refuses bad specs. Discovery only reads: every bed asserts that no state-changing call reached the
 //! simulator.
@@ -360,6 +361,113 @@ async fn one_resource_per_machine_kept_in_step_with_the_account() {
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[..4], [DISCOVERY, "True", "250", "249"], "{table}");
+}
+
+/// The listing is the observation: once every resource has its first observation, resources
+/// polling as often as the discovery lists cost no call of their own. An account of M machines
+/// costs ⌈M/100⌉ calls per region per interval in all, and a machine that changes shows in its
+/// resource from the listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_of_a_listed_account_take_their_observations_from_the_listing() {
+    let fixture = machines();
+    let bed = Bed::new("discovery-listing", fixture.clone()).await;
+    bed.credentials("keys").await;
+    let operator = bed
+        .operator()
+        .arg("--default-poll-interval")
+        .arg("10s")
+        .start()
+        .await;
+    create_discovery(
+        &bed,
+        DISCOVERY,
+        json!({"credentialsRef": {"name": "keys"}, "pollInterval": "10s"}),
+    )
+    .await;
+    poll_until(Duration::from_secs(90), async || {
+        let synced = discovered(&bed)
+            .await
+            .values()
+            .filter(|r| condition(r, "Synced").is_some_and(|(s, _)| s == "True"))
+            .count();
+        if synced == MACHINES {
+            Ok(())
+        } else {
+            Err(synced)
+        }
+    })
+    .await
+    .unwrap_or_else(|synced| panic!("{synced} of {MACHINES} resources synced"));
+
+    // Counted between two listings the discovery reports, after one that found every resource
+    // observed: each listing is ⌈130/100⌉ + ⌈120/100⌉ = 4 calls, and nothing else is asked.
+    let last_listed =
+        |d: &CompShareDiscovery| d.status.as_ref().and_then(|s| s.last_list_time.clone());
+    let mut seen = last_listed(&discoveries(&bed).get(DISCOVERY).await.unwrap());
+    for _ in 0..2 {
+        let d = wait_discovery(
+            &bed,
+            DISCOVERY,
+            "listed again",
+            Duration::from_secs(15),
+            |d| last_listed(d) != seen,
+        )
+        .await;
+        seen = last_listed(&d);
+    }
+    bed.reset_counters().await;
+    for _ in 0..2 {
+        let d = wait_discovery(
+            &bed,
+            DISCOVERY,
+            "listed again",
+            Duration::from_secs(15),
+            |d| last_listed(d) != seen,
+        )
+        .await;
+        seen = last_listed(&d);
+    }
+    let counters = bed.counters().await;
+    assert_eq!(counters.listings(), 8, "{counters:?}");
+    assert_eq!(
+        counters.calls("DescribeCompShareInstance"),
+        8,
+        "no Describe-by-id beside the listings; {counters:?}"
+    );
+    let metrics = operator.metrics().await;
+    let listed = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("compshare_poll_group_source{") && l.ends_with(r#"source="listing"} 1"#)
+        })
+        .count();
+    assert_eq!(
+        listed, 2,
+        "both regions' groups observe by listing:\n{metrics}"
+    );
+
+    // A machine stopped in the console shows stopped, from a listing.
+    let running = fixture
+        .iter()
+        .find(|m| m["State"] == "Running")
+        .expect("a running machine");
+    bed.reset_counters().await;
+    bed.set_instance(id(running), json!({"State": "Stopped"}))
+        .await;
+    bed.wait_for(
+        &expected_name(running),
+        "shown stopped",
+        Duration::from_secs(30),
+        |r| state(r) == Some("Stopped"),
+    )
+    .await;
+    let counters = bed.counters().await;
+    assert_eq!(
+        counters.calls("DescribeCompShareInstance"),
+        counters.listings(),
+        "seen through the listing, not asked for by id; {counters:?}"
+    );
+    operator.assert_no_failed_reconciles().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -271,6 +271,15 @@ pub(crate) struct ListFailure {
     pub error: CallError,
 }
 
+/// The machines of one region.
+pub(crate) struct RegionListing {
+    pub machines: Vec<Instance>,
+    /// Whether every machine is surely among them: no element was unreadable and the total did
+    /// not change while the pages were read (a machine released meanwhile shifts the offsets, and
+    /// one made meanwhile may be missed). Only a complete listing may say a machine is gone.
+    pub complete: bool,
+}
+
 /// Lists an account's machines, waiting out throttling: what `import` prints and what in-cluster
 /// discovery (`reconciler::discovery`) keeps resources for.
 pub(crate) struct Lister<'a> {
@@ -305,7 +314,7 @@ impl Lister<'_> {
     ) -> Result<BTreeMap<String, Instance>, ListFailure> {
         let mut machines = BTreeMap::new();
         for region in regions {
-            for instance in self.list(region, project).await? {
+            for instance in self.list(region, project).await?.machines {
                 machines.insert(instance.u_host_id.to_string(), instance);
             }
         }
@@ -318,8 +327,9 @@ impl Lister<'_> {
         &self,
         region: &str,
         project: Option<&str>,
-    ) -> Result<Vec<Instance>, ListFailure> {
+    ) -> Result<RegionListing, ListFailure> {
         let mut machines = Vec::new();
+        let mut complete = true;
         loop {
             let request = DescribeRequest {
                 region: region.to_owned(),
@@ -334,6 +344,7 @@ impl Lister<'_> {
                 })
                 .await?;
             let received = page.u_host_set.len() + page.unreadable.len();
+            complete &= page.unreadable.is_empty();
             for unreadable in &page.unreadable {
                 tracing::warn!(
                     region,
@@ -347,11 +358,12 @@ impl Lister<'_> {
             // An empty page ends the listing even short of the total: the total shrank while the
             // pages were read, and asking again would ask for the same empty page.
             if received == 0 || machines.len() as i64 >= total {
+                complete &= machines.len() as i64 == total;
                 break;
             }
         }
-        tracing::debug!(region, machines = machines.len(), "region listed");
-        Ok(machines)
+        tracing::debug!(region, machines = machines.len(), complete, "region listed");
+        Ok(RegionListing { machines, complete })
     }
 
     /// `call`, tried again after a growing pause while it fails in a way that waiting can fix.

@@ -36,6 +36,11 @@ type Id = CompactString;
 /// within seconds of it settling.
 pub(super) const MOVING_INTERVAL: Duration = Duration::from_secs(3);
 
+/// How long, in intervals, a group whose members were all observed by a listing (discovery's)
+/// makes no call of its own: a listing every interval, jittered by up to a tenth, keeps arriving
+/// before the group's next slot, and a listing that stops leaves members at most this stale once.
+pub(super) const LISTING_HOLD: f64 = 1.25;
+
 /// What a group shares with its task.
 pub(super) struct Group {
     pub key: GroupKey,
@@ -56,6 +61,8 @@ struct GroupState {
     /// Refreshes waiting for the end of their resource's refresh spacing.
     deferred: Vec<(Instant, Key)>,
     last_success: Option<Instant>,
+    /// Until when the group's calls are held because a listing observed its members.
+    listed_until: Option<Instant>,
     backoff_policy: ExponentialBuilder,
     backoff: ExponentialBackoff,
     backoff_until: Option<Instant>,
@@ -87,6 +94,8 @@ pub(super) struct GroupGauges {
     /// The state each member's instance was last seen in (`None` before the first).
     pub states: Vec<Option<CompactString>>,
     pub since_last_success: Option<Duration>,
+    /// Whether a listing observes the members now, instead of calls by id.
+    pub listed: bool,
 }
 
 impl Group {
@@ -107,6 +116,7 @@ impl Group {
                 members: HashMap::new(),
                 deferred: Vec::new(),
                 last_success: None,
+                listed_until: None,
                 backoff_policy,
                 backoff: backoff_policy.build(),
                 backoff_until: None,
@@ -235,7 +245,51 @@ impl Group {
                 })
                 .collect(),
             since_last_success: state.last_success.map(|t| t.elapsed()),
+            listed: state
+                .listed_until
+                .is_some_and(|until| until > Instant::now()),
         }
+    }
+
+    /// Takes the members' observations from `listing`, every instance of the group's region and
+    /// project (discovery lists them): what by-id calls would have asked, for no call of the
+    /// group's own. Returns the members whose observation changed (they are woken) and wakes the
+    /// task, whose next slots moved. Members owed an urgent call (a first observation, a new
+    /// spec, a refresh) and instances on their way somewhere keep theirs: the listing may predate
+    /// what they wait for, and moving instances are polled faster than any listing.
+    pub(super) fn apply_listing(&self, listing: &HashMap<Id, Arc<Instance>>) -> Vec<Key> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let state = &mut *state;
+        let covered: Vec<Id> = state
+            .ids
+            .keys()
+            .filter(|id| !state.schedule.is_urgent(*id) && !state.moving.contains(*id))
+            .cloned()
+            .collect();
+        let answer = Answer {
+            found: covered
+                .iter()
+                .filter_map(|id| Some((id.clone(), listing.get(id)?.clone())))
+                .collect(),
+            unreadable: HashMap::new(),
+            anonymous: None,
+        };
+        state.note_moving(&covered, &answer, now);
+        let asked: HashMap<Key, i64> = covered
+            .iter()
+            .flat_map(|id| state.ids.get(id).into_iter().flatten())
+            .filter_map(|key| Some((key.clone(), state.members.get(key)?.generation)))
+            .collect();
+        let changed = state.observe(&asked, &Ok(answer), false);
+        state.last_success = Some(now);
+        let settled: Vec<Id> = covered
+            .into_iter()
+            .filter(|id| !state.moving.contains(id))
+            .collect();
+        state.listed_until = state.schedule.covered(&settled, now, LISTING_HOLD);
+        self.notify.notify_one();
+        changed
     }
 }
 
@@ -535,24 +589,39 @@ impl GroupState {
             }
         };
 
-        // Instances on their way somewhere are polled faster until they settle.
         if let Ok(answer) = &answer {
-            for id in &page.keys {
-                let moving = answer
-                    .found
-                    .get(id)
-                    .is_some_and(|i| Phase::of(&i.state) == Phase::Moving);
-                let changed = if moving {
-                    self.moving.insert(id.clone())
-                } else {
-                    self.moving.remove(id)
-                };
-                if changed {
-                    self.reschedule(id, now);
-                }
+            self.note_moving(&page.keys, answer, now);
+        }
+        (self.observe(asked, &answer, true), backoff)
+    }
+
+    /// Instances on their way somewhere are polled faster until they settle.
+    fn note_moving(&mut self, ids: &[Id], answer: &Answer, now: Instant) {
+        for id in ids {
+            let moving = answer
+                .found
+                .get(id)
+                .is_some_and(|i| Phase::of(&i.state) == Phase::Moving);
+            let changed = if moving {
+                self.moving.insert(id.clone())
+            } else {
+                self.moving.remove(id)
+            };
+            if changed {
+                self.reschedule(id, now);
             }
         }
+    }
 
+    /// Records what `answer` says of the members `asked` (with the generation each was asked
+    /// for); `answers_refresh`: whether it answers their pending refresh requests (a listing
+    /// made by someone else may predate them). Returns the members whose observation changed.
+    fn observe(
+        &mut self,
+        asked: &HashMap<Key, i64>,
+        answer: &Result<Answer, CallError>,
+        answers_refresh: bool,
+    ) -> Vec<Key> {
         let mut changed = Vec::new();
         for (key, &generation) in asked {
             let Some(member) = self.members.get_mut(key) else {
@@ -564,14 +633,16 @@ impl GroupState {
             let last_known = previous
                 .filter(|p| p.generation == generation)
                 .and_then(|p| p.instance.as_ref());
-            let (outcome, instance) = match &answer {
+            let (outcome, instance) = match answer {
                 Ok(answer) => answer.about(&member.uhost_id, member.zone.as_deref(), last_known),
                 Err(error) => (Outcome::Failed(error.clone()), last_known.cloned()),
             };
-            let refresh = member
-                .pending_refresh
-                .take()
-                .or_else(|| previous.and_then(|p| p.refresh.clone()));
+            let answered = if answers_refresh {
+                member.pending_refresh.take()
+            } else {
+                None
+            };
+            let refresh = answered.or_else(|| previous.and_then(|p| p.refresh.clone()));
             let observation = Observation {
                 instance,
                 outcome,
@@ -593,7 +664,7 @@ impl GroupState {
                 changed.push(key.clone());
             }
         }
-        (changed, backoff)
+        changed
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) use schedule::ScheduleConfig;
 
 use crate::metrics::{GaugeSource, GroupSnapshot, Metrics, RefreshLabels, Snapshot};
 use budget::Budget;
-use compshare_api::{Client, Credentials};
+use compshare_api::{Client, Credentials, Instance};
 use group::{Group, Wiring};
 use refreshes::RefreshShares;
 use schedule::Schedule;
@@ -90,14 +90,20 @@ struct GroupKey {
 
 impl GroupKey {
     fn of(target: &Target) -> Self {
+        GroupKey::new(
+            &target.credentials,
+            &target.region,
+            target.project_id.as_deref(),
+        )
+    }
+
+    fn new(credentials: &Credentials, region: &str, project_id: Option<&str>) -> Self {
         GroupKey {
-            public_key: target.credentials.public_key.clone(),
-            private_key_digest: Sha256::digest(
-                target.credentials.private_key.expose_secret().as_bytes(),
-            )
-            .into(),
-            region: target.region.clone(),
-            project_id: target.project_id.clone(),
+            public_key: credentials.public_key.clone(),
+            private_key_digest: Sha256::digest(credentials.private_key.expose_secret().as_bytes())
+                .into(),
+            region: region.to_owned(),
+            project_id: project_id.map(str::to_owned),
         }
     }
 
@@ -256,6 +262,32 @@ impl Poller {
         Some(group)
     }
 
+    /// Offers a listing of every instance of `region` (in `project_id`) made with `credentials`
+    /// (discovery's): the poll group of that account, region and project, if there is one, takes
+    /// its members' observations from it instead of asking for them by id (see
+    /// `Group::apply_listing`). An account with M machines then costs ⌈M/100⌉ calls per interval
+    /// in all, not a listing plus as many calls again.
+    pub(crate) fn observe_listing(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        project_id: Option<&str>,
+        listing: &[Instance],
+    ) {
+        let key = GroupKey::new(credentials, region, project_id);
+        let Some(group) = self.registry().groups.get(&key).map(|e| e.group.clone()) else {
+            return;
+        };
+        let listing: HashMap<_, _> = listing
+            .iter()
+            .map(|i| (i.u_host_id.clone(), Arc::new(i.clone())))
+            .collect();
+        for key in group.apply_listing(&listing) {
+            // The receiver lives as long as the controller; if it is gone, so is the process.
+            let _ = self.shared.wiring.wake.send(ResourceKey::clone(&key));
+        }
+    }
+
     /// Stops observing every resource for which `keep` is false (after a re-list, for resources
     /// deleted while the watch was down).
     pub(crate) fn retain(&self, keep: impl Fn(&ResourceKey) -> bool) {
@@ -371,6 +403,7 @@ impl GaugeSource for Poller {
                 account: group.key.account_tag(),
                 members: gauges.members as i64,
                 since_last_success: gauges.since_last_success,
+                listed: gauges.listed,
             });
         }
         Snapshot {

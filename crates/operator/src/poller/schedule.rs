@@ -237,6 +237,33 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
         }
     }
 
+    /// Records that `keys` were observed by other means (a listing of the whole group) at `now`:
+    /// they move to the back of their cohorts, and a cohort all of whose members were among them
+    /// holds its next slot until `hold` of its interval has passed, so that a listing at least
+    /// that often replaces its calls. Returns when the last held cohort fires, if one was held.
+    pub(super) fn covered(&mut self, keys: &[K], now: Instant, hold: f64) -> Option<Instant> {
+        self.polled(keys);
+        let keys: std::collections::HashSet<&K> = keys.iter().collect();
+        let mut until = None;
+        for (interval, cohort) in &mut self.cohorts {
+            if cohort.order.values().all(|k| keys.contains(k)) {
+                cohort.nominal = now + interval.mul_f64(hold);
+                cohort.fire_at = cohort.nominal;
+                until = until.max(Some(cohort.fire_at));
+            }
+        }
+        until
+    }
+
+    /// Whether `key` waits for an urgent poll.
+    pub(super) fn is_urgent<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.members.get(key).is_some_and(|s| s.urgent)
+    }
+
     /// Puts a page back at the front of the urgent queue (a retryable failure of an urgent call:
     /// the first observation is still owed).
     pub(super) fn requeue_urgent(&mut self, keys: &[K], now: Instant) {

@@ -20,6 +20,7 @@ const PUBLIC_KEY: &str = "poller-public-key";
 const PRIVATE_KEY: &str = "poller-private-key";
 
 struct Harness {
+    endpoint: String,
     /// What each watched resource asks for, as its reconciliation would tell the poller.
     targets: std::sync::Mutex<std::collections::HashMap<ResourceKey, Target>>,
     /// Kept for its lifetime: the simulator stops when its handle is dropped.
@@ -71,12 +72,23 @@ impl Harness {
             Arc::new(Metrics::new()),
         );
         Harness {
+            endpoint: simulator.endpoint(),
             targets: Default::default(),
             admin: AdminClient::new(&simulator.endpoint()),
             _simulator: simulator,
             poller,
             changes,
         }
+    }
+
+    /// A client of the simulator, for calls beside the poller's.
+    fn client(&self) -> Client {
+        Client::new(&ClientConfig {
+            endpoint: self.endpoint.clone(),
+            timeout: Duration::from_secs(2),
+            allow_insecure_http: true,
+        })
+        .unwrap()
     }
 
     fn watch(&self, i: usize, private_key: &str) -> ResourceKey {
@@ -402,4 +414,77 @@ async fn a_moving_instance_is_polled_fast_until_it_settles() {
     h.admin.reset_counters().await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(h.calls().await, 0);
+}
+
+#[tokio::test]
+async fn a_listing_observes_the_group_and_holds_its_calls() {
+    let mut h = Harness::start(150).await;
+    let keys: Vec<ResourceKey> = (0..150)
+        .map(|i| {
+            h.watch_as(
+                &format!("r{i}"),
+                &id(i),
+                PRIVATE_KEY,
+                Duration::from_secs(4),
+            )
+        })
+        .collect();
+    for key in &keys {
+        h.until(key, |o| o.outcome == Outcome::Found).await;
+    }
+    // A listing of the region, as discovery makes it: machine 0 stopped, machine 1 gone.
+    h.admin
+        .patch_instance(&id(0), json!({"State": "Stopped"}))
+        .await
+        .unwrap();
+    h.admin.remove_instance(&id(1)).await.unwrap();
+    let client = h.client();
+    let credentials = Credentials::new(PUBLIC_KEY, PRIVATE_KEY);
+    let listing = crate::import::Lister {
+        client: &client,
+        credentials: &credentials,
+        retries: 0,
+        metrics: None,
+    };
+    let started = Instant::now();
+    // Listed every 3 s, more often than the members' 4 s interval: their calls are held.
+    h.admin.reset_counters().await.unwrap();
+    let mut listings = 0;
+    while started.elapsed() < Duration::from_secs(9) {
+        let listed = listing.list("cn-wlcb", None).await.unwrap();
+        assert!(listed.complete);
+        h.poller
+            .observe_listing(&credentials, "cn-wlcb", None, &listed.machines);
+        listings += 2; // ⌈149/100⌉ calls
+        if listings == 2 {
+            let o = h
+                .until(&keys[0], |o| {
+                    o.instance.as_ref().is_some_and(|i| i.state == "Stopped")
+                })
+                .await;
+            assert_eq!(o.outcome, Outcome::Found);
+            let o = h.until(&keys[1], |o| o.outcome == Outcome::NotFound).await;
+            assert_eq!(
+                o.instance.as_ref().unwrap().u_host_id,
+                id(1),
+                "kept what was known"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    assert_eq!(
+        h.calls().await,
+        listings,
+        "no call by id beside the listings"
+    );
+    assert_eq!(h.ids_requested().await, 0);
+
+    // Without listings the group asks by id again, within the hold.
+    h.admin.reset_counters().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(
+        h.ids_requested().await >= 149,
+        "{}",
+        h.ids_requested().await
+    );
 }

@@ -31,11 +31,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, 
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use tokio::time::Instant;
 
+use super::cache;
 use super::credentials::ResolveError;
 use super::events::Transition;
 use super::reasons::Reason;
@@ -44,9 +44,9 @@ use super::{Context, FIELD_MANAGER, jittered};
 use crate::import::Lister;
 use crate::import::manifest::{self, Filters, Settings};
 use crate::resource::{
-    CREATED_ID_ANNOTATION, Clash, CompShareDiscovery, CompShareDiscoveryStatus, CompShareInstance,
-    DEFAULT_GRACE_PERIOD, DISCOVERY_LABEL, ListResult, MAX_GRACE_PERIOD, MAX_POLL_INTERVAL,
-    MIN_POLL_INTERVAL, MISSING_SINCE_ANNOTATION, REFRESH_ANNOTATION,
+    Clash, CompShareDiscovery, CompShareDiscoveryStatus, CompShareInstance, DEFAULT_GRACE_PERIOD,
+    DISCOVERY_LABEL, ListResult, MAX_GRACE_PERIOD, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL,
+    MISSING_SINCE_ANNOTATION, REFRESH_ANNOTATION, SHARD_LABEL,
 };
 
 /// Throttled or transient listing calls are tried again this many times (0.5 s, then 1 s) before
@@ -58,32 +58,26 @@ const REGIONS_TTL: Duration = Duration::from_secs(60 * 60);
 /// Names shown in one event about created or removed resources.
 const NAMES_IN_EVENT: usize = 10;
 
-/// Runs the discovery controller until `shutdown` resolves.
+/// Runs the discovery controller until `shutdown` resolves, reading `CompShareInstance`s from
+/// the controller's cache.
 pub(crate) async fn run(
     ctx: Arc<Context>,
+    instances: cache::Reader,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (discoveries, instances) = match &ctx.settings.namespace {
-        Some(ns) => (
-            Api::<CompShareDiscovery>::namespaced(ctx.client.clone(), ns),
-            Api::<CompShareInstance>::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    let discoveries = match &ctx.settings.namespace {
+        Some(ns) => Api::<CompShareDiscovery>::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     };
-    let (store, writer) = reflector::store();
-    let ready = Arc::new(AtomicBool::new(false));
-    let synced = ready.clone();
-    let owned = watcher(instances, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(keep_what_is_read)
-        .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                synced.store(true, Ordering::Relaxed);
-            }
-        })
-        .touched_objects();
-    let controller = Controller::new(discoveries, watcher::Config::default().any_semantic());
+    let cache::Reader {
+        store,
+        ready,
+        changed,
+    } = instances;
+    let changed = futures::stream::unfold(changed, |mut rx| async move {
+        rx.recv().await.map(|owner| (owner, rx))
+    });
+    let controller = Controller::new(discoveries, ctx.settings.watch_config());
     let discoverer = Arc::new(Discoverer {
         ctx,
         discoveries: controller.store(),
@@ -92,30 +86,18 @@ pub(crate) async fn run(
         memory: Mutex::default(),
     });
     controller
-        .owns_stream(owned)
+        .reconcile_on(changed)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, discoverer)
         .for_each(|result| {
             // Reconciliation errors are logged by `error_policy`; a watch that fails (retried
             // with backoff) is said here.
             if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
-                tracing::warn!(%error, "cannot watch CompShareDiscoveries (is their CRD installed? apply crds/) or CompShareInstances");
+                tracing::warn!(%error, "cannot watch CompShareDiscoveries (is their CRD installed? apply crds/)");
             }
             std::future::ready(())
         })
         .await;
-}
-
-/// Drops what discovery never reads from its cache of `CompShareInstance`s: status, managed
-/// fields, and annotations other than the ones it reads.
-fn keep_what_is_read(o: &mut CompShareInstance) {
-    o.status = None;
-    let meta = &mut o.metadata;
-    meta.managed_fields = None;
-    if let Some(annotations) = &mut meta.annotations {
-        annotations
-            .retain(|k, _| [MISSING_SINCE_ANNOTATION, CREATED_ID_ANNOTATION].contains(&k.as_str()));
-    }
 }
 
 struct Discoverer {
@@ -379,14 +361,29 @@ impl Discoverer {
         } else {
             spec.regions.iter().cloned().collect()
         };
-        let listed = match lister.list_all(&regions, spec.project_id.as_deref()).await {
-            Ok(listed) => listed,
-            Err(f) => return Ok(Err(Failure::of_call(f.action, &f.region, &f.error))),
-        };
-        let matching: BTreeMap<String, Instance> = listed
-            .into_iter()
-            .filter(|(_, machine)| filters.keeps(machine))
-            .collect();
+        let project = spec.project_id.as_deref();
+        let mut matching = BTreeMap::new();
+        for region in &regions {
+            let listed = match lister.list(region, project).await {
+                Ok(listed) => listed,
+                Err(f) => return Ok(Err(Failure::of_call(f.action, &f.region, &f.error))),
+            };
+            // The listing is the observation: resources of this account, region and project
+            // take theirs from it rather than asking again by id.
+            if listed.complete {
+                self.ctx
+                    .poller
+                    .observe_listing(&credentials, region, project, &listed.machines);
+            }
+            // By id: a machine that moved between pages while they were read is listed once.
+            matching.extend(
+                listed
+                    .machines
+                    .into_iter()
+                    .filter(|machine| filters.keeps(machine))
+                    .map(|machine| (machine.u_host_id.to_string(), machine)),
+            );
+        }
         tracing::debug!(discovery = %discovery.name_any(), namespace, machines = matching.len(), ?regions, "listed");
         Ok(Ok(Arc::new(matching)))
     }
@@ -627,9 +624,12 @@ fn plan(
             });
             continue;
         }
-        resource
-            .labels_mut()
-            .insert(DISCOVERY_LABEL.to_owned(), discovery.name_any());
+        let labels = resource.labels_mut();
+        labels.insert(DISCOVERY_LABEL.to_owned(), discovery.name_any());
+        // A sharded operator watches its discovery's resources only if they are in its shard.
+        if let Some(shard) = discovery.labels().get(SHARD_LABEL) {
+            labels.insert(SHARD_LABEL.to_owned(), shard.clone());
+        }
         resource.metadata.owner_references = Some(vec![owner.clone()]);
         plan.create.push(resource);
     }
@@ -879,6 +879,25 @@ mod tests {
             ("uid-1", Some(true))
         );
         assert!(planned.clashes.is_empty() && planned.remove.is_empty());
+        assert!(!r.labels().contains_key(SHARD_LABEL));
+
+        // A discovery in a shard keeps its resources in it (a sharded operator sees only those).
+        d.labels_mut().insert(SHARD_LABEL.into(), "gpu-a".into());
+        d.labels_mut().insert("team".into(), "ml".into());
+        let planned = plan(
+            &d,
+            &machines(&[("uhost-a1", "Trainer A")]),
+            &[],
+            &at(0),
+            ts(0),
+            GRACE,
+        );
+        let labels = planned.create[0].labels();
+        assert_eq!(labels[SHARD_LABEL], "gpu-a");
+        assert!(
+            !labels.contains_key("team"),
+            "only the shard's label: {labels:?}"
+        );
     }
 
     #[test]

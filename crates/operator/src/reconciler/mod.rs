@@ -4,6 +4,7 @@
 //! A resource is reconciled when it changes (spec, pause or refresh annotations) and when the
 //! poller announces that its observation changed; never on a timer that would rewrite status.
 
+pub(crate) mod cache;
 mod connection;
 pub(crate) mod credentials;
 pub(crate) mod discovery;
@@ -23,7 +24,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
@@ -32,9 +33,8 @@ use tokio::sync::mpsc;
 use crate::metrics::{Metrics, ResultLabels, WriteLabels};
 use crate::poller::{Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
-    ActionRecord, CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareInstance,
-    CompShareInstanceStatus, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, PAUSED_ANNOTATION,
-    REFRESH_ANNOTATION, RELEASE_FINALIZER,
+    ActionRecord, CREATE_PENDING_ANNOTATION, CompShareInstance, CompShareInstanceStatus,
+    MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, RELEASE_FINALIZER,
 };
 use crate::server::Readiness;
 use compshare_api::Disposition;
@@ -50,6 +50,8 @@ pub(crate) const FIELD_MANAGER: &str = "compshare-operator";
 pub(crate) struct Settings {
     /// Watch only this namespace; all when `None`.
     pub namespace: Option<String>,
+    /// Watch only resources (and discoveries) with these labels; all when `None`.
+    pub label_selector: Option<String>,
     pub default_poll_interval: Duration,
     /// Reconciliations at once.
     pub concurrency: u16,
@@ -81,6 +83,17 @@ pub(crate) struct Context {
     recent_calls: Mutex<std::collections::HashMap<ResourceKey, manage::Held>>,
     metrics: Arc<Metrics>,
     settings: Settings,
+}
+
+impl Settings {
+    /// How the controllers watch: the label selector of a shard, if any.
+    pub(crate) fn watch_config(&self) -> watcher::Config {
+        let config = watcher::Config::default().any_semantic();
+        match &self.label_selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
 }
 
 impl Context {
@@ -118,10 +131,12 @@ pub(crate) enum Error {
     Kube(#[from] kube::Error),
 }
 
-/// Runs the controller until `shutdown` resolves. `changes` is the poller's announcement channel;
-/// `readiness` is set once the first list of resources has arrived.
+/// Runs the controller until `shutdown` resolves, filling `cache` from its watch. `changes` is
+/// the poller's announcement channel; `readiness` is set once the first list of resources has
+/// arrived.
 pub(crate) async fn run(
     ctx: Arc<Context>,
+    cache: cache::Filler,
     changes: mpsc::UnboundedReceiver<ResourceKey>,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -130,17 +145,23 @@ pub(crate) async fn run(
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let (store, writer) = reflector::store();
+    let cache::Filler {
+        writer,
+        store,
+        notify,
+    } = cache;
 
     let poller = ctx.poller.clone();
     let known = store.clone();
-    let resources = watcher(api, watcher::Config::default().any_semantic())
+    let resources = watcher(api, ctx.settings.watch_config())
         .default_backoff()
-        .modify(keep_what_is_read)
+        .modify(cache::keep_what_is_read)
         .reflect(writer)
         .inspect(move |event| match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => notify.touched(o),
             Ok(watcher::Event::Delete(o)) => {
                 poller.sync(&key_of(o), None, None);
+                notify.touched(o);
             }
             // After a (re-)list: forget resources deleted while the watch was down. The first
             // also makes the operator ready. (Not `Store::wait_until_ready`: it wakes only one
@@ -151,6 +172,7 @@ pub(crate) async fn run(
                         .get(&ObjectRef::new(&key.name).within(&key.namespace))
                         .is_some()
                 });
+                notify.set_ready();
                 readiness.set(true);
             }
             _ => {}
@@ -178,26 +200,6 @@ pub(crate) async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
         .await;
-}
-
-/// Drops from cached objects what the operator never reads: managed fields (the bulk of each
-/// object), labels, and annotations other than its own (`kubectl apply` keeps a whole copy of the
-/// object in one). At 10,000 resources this is most of the cache.
-fn keep_what_is_read(o: &mut CompShareInstance) {
-    let meta = &mut o.metadata;
-    meta.managed_fields = None;
-    meta.labels = None;
-    if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|k, _| {
-            [
-                PAUSED_ANNOTATION,
-                REFRESH_ANNOTATION,
-                CREATED_ID_ANNOTATION,
-                CREATE_PENDING_ANNOTATION,
-            ]
-            .contains(&k.as_str())
-        });
-    }
 }
 
 /// What decides whether a watch event is worth a reconciliation.

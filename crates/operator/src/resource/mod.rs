@@ -25,6 +25,10 @@ mod discovery;
 mod rules;
 pub use discovery::*;
 
+/// The label a sharded operator selects on (`--watch-label-selector`), Flux's convention; a
+/// discovery passes its own value to the resources it creates.
+pub const SHARD_LABEL: &str = "sharding.fluxcd.io/key";
+
 /// `"true"` stops polling the resource until the annotation is removed or set to anything else.
 pub const PAUSED_ANNOTATION: &str = "compshare.ucloud.cn/paused";
 /// The id of the machine the operator created for the resource, recorded the moment it is known,
