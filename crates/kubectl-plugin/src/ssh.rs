@@ -178,12 +178,15 @@ async fn login(target: &Target) -> anyhow::Result<Login> {
 /// connection).
 fn serve_once(listener: UnixListener, socket: PathBuf, password: SecretString) {
     std::thread::spawn(move || {
-        if let Ok((mut stream, _)) = listener.accept() {
+        let accepted = listener.accept();
+        // Closed before the answer ends, so that a second prompt, which can only come after
+        // the first answer, always finds nothing.
+        drop(listener);
+        let _ = std::fs::remove_file(socket);
+        if let Ok((mut stream, _)) = accepted {
             // A failed write leaves ssh without the password; ssh says so.
             let _ = stream.write_all(password.expose_secret().as_bytes());
         }
-        drop(listener);
-        let _ = std::fs::remove_file(socket);
     });
 }
 
