@@ -246,3 +246,23 @@ fn answer(socket: &OsStr, prompt: &str) -> Result<SecretString, String> {
     }
     Err(format!("not answering {prompt:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_answered_to_a_password_prompt_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("askpass");
+        let listener = UnixListener::bind(&socket).unwrap();
+        serve_once(listener, socket.clone(), SecretString::from("p4ss"));
+        let prompt = "root@1.2.3.4's password: ";
+        let answered = answer(socket.as_os_str(), prompt).unwrap();
+        assert_eq!(answered.expose_secret(), "p4ss");
+        let again = answer(socket.as_os_str(), prompt).err().unwrap();
+        assert!(again.contains("once already"), "{again}");
+        // A key's passphrase is not the machine's password.
+        assert!(answer(socket.as_os_str(), "Enter passphrase for key '/k': ").is_err());
+    }
+}
