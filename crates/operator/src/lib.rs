@@ -28,6 +28,8 @@ mod shutdown;
 mod telemetry;
 
 pub use cli::Cli;
+/// `import`'s flags, for other command lines to offer the same command (`kubectl compshare import`).
+pub use import::ImportArgs;
 
 /// Runs a parsed command line to its end.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
@@ -44,15 +46,19 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             print!("{}", resource::crds_yaml());
             Ok(())
         }
-        cli::Command::Import(args) => {
-            telemetry::init(telemetry::LogFormat::Text);
-            // One call at a time: a runtime on this thread is all it needs.
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(import::run(*args))
-        }
+        cli::Command::Import(args) => import(*args),
     }
+}
+
+/// Runs `import` to its end, logging to stderr: `compshare-operator import`, and
+/// `kubectl compshare import` with the same flags and the same output.
+pub fn import(args: ImportArgs) -> anyhow::Result<()> {
+    telemetry::init(telemetry::LogFormat::Text);
+    // One call at a time: a runtime on this thread is all it needs.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(import::run(args))
 }
 
 /// For the fuzz targets (`cargo fuzz` builds with `--cfg fuzzing`).

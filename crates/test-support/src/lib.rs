@@ -463,20 +463,50 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The operator binary Cargo built beside the running test or benchmark (cargo builds a package's
-/// binaries for its integration tests and benchmarks, into the directory above theirs).
+/// binaries for its integration tests and benchmarks, into the directory above theirs). Another
+/// package's tests (the kubectl plugin's) do not get it from cargo: it is built for them on first
+/// use, by the cargo that built the test, into the same directory.
 pub fn operator_binary() -> PathBuf {
-    let test = std::env::current_exe().expect("the running test's path");
-    let profile = test
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from <target>/<profile>/deps");
-    let binary = profile.join("compshare-operator");
-    assert!(
-        binary.exists(),
-        "{} is not built: run the tests of compshare-operator with cargo",
-        binary.display()
-    );
-    binary
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let test = std::env::current_exe().expect("the running test's path");
+            let profile = test
+                .parent()
+                .and_then(Path::parent)
+                .expect("tests run from <target>/<profile>/deps");
+            let binary = profile.join("compshare-operator");
+            if !binary.exists() {
+                build_operator(profile);
+            }
+            assert!(binary.exists(), "{} is not built", binary.display());
+            binary
+        })
+        .clone()
+}
+
+/// `cargo build` of the operator binary into `profile` (`<target>/<profile>`).
+fn build_operator(profile: &Path) {
+    let name = profile
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let target = profile.parent().expect("<target>/<profile>");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--package",
+            "compshare-operator",
+            "--bin",
+            "compshare-operator",
+        ])
+        .args(["--profile", if name == "debug" { "dev" } else { name }])
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(repo_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build of compshare-operator failed");
 }
 
 /// A running instance with a public address and an SSH command on port 60022.

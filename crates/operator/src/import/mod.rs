@@ -39,8 +39,9 @@ const RETRIES: usize = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const LONGEST_BACKOFF: Duration = Duration::from_secs(20);
 
+/// The flags of `import` (public so that `kubectl compshare import` offers the very same ones).
 #[derive(Debug, Args)]
-pub(crate) struct ImportArgs {
+pub struct ImportArgs {
     /// Read the key pair from this Secret (NAMESPACE/NAME, keys `publicKey` and `privateKey`),
     /// using the kubeconfig like kubectl. Without it: --key-file, else the environment
     /// (COMPSHARE_PUBLIC_KEY, COMPSHARE_PRIVATE_KEY).
