@@ -95,7 +95,8 @@ def layer(binary_path, entrypoint, ca_roots_path, mtime):
 
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in sorted(set(dirs) | set(files)):
+        # In the order of the names as archived (a directory's ends in "/").
+        for name in sorted(set(dirs) | set(files), key=lambda n: n + "/" if n in dirs else n):
             info = tarfile.TarInfo(name)
             info.mtime = mtime
             info.uid = info.gid = 0
