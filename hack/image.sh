@@ -15,7 +15,7 @@
 # Build time, measured with a cold target directory on 2 cores under `nice -n 19` while other jobs
 # kept the load near 17: the musl release build with the workspace's [profile.release] (fat LTO,
 # one codegen unit) took 61m32s wall but only 18m07s of CPU (17m01s user, 1m06s sys), the fat-LTO
-# link of compshare-operator alone about 9 minutes; assembling the image takes 4.5s. The image ships
+# compile of the compshare-operator binary alone 6-7 minutes; assembling the image takes 4.5s. The image ships
 # the optimised binary (a cheaper [profile.image] would ship a different program), so there is no
 # second profile; on an unloaded 2-core machine expect roughly 10-15 minutes cold, which CI's
 # 60-minute budget must absorb (measure it there). The CA roots come from the build machine's
