@@ -33,7 +33,7 @@ fn files(archive: &[u8]) -> HashMap<String, Vec<u8>> {
 }
 
 fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    format!("sha256:{}", hex::encode(&Sha256::digest(data)[..]))
 }
 
 /// The blob a descriptor points at, checked against the descriptor's digest, size and type.
