@@ -73,7 +73,8 @@ build gitops gitops '
 '
 
 # remove_all_sd leaves out the service-discovery plugins (cloud SDKs) promtool never needs for
-# rules; it still links Kubernetes discovery, which it imports directly.
+# rules; it still links Kubernetes discovery, which it imports directly. About 7 CPU-minutes the
+# first time (so 3-4 min on 2 idle cores; 26 min when measured beside three other builds).
 build promtool promtool '
   go build -trimpath -tags remove_all_sd -ldflags="-s -w" -o "$out/promtool" \
     github.com/prometheus/prometheus/cmd/promtool
