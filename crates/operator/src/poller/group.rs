@@ -56,6 +56,8 @@ struct GroupState {
     /// Refreshes waiting for the end of their resource's refresh spacing.
     deferred: Vec<(Instant, Key)>,
     last_success: Option<Instant>,
+    /// Staleness counts from here until the first success.
+    created: Instant,
     backoff_policy: ExponentialBuilder,
     backoff: ExponentialBackoff,
     backoff_until: Option<Instant>,
@@ -86,7 +88,10 @@ pub(super) struct GroupGauges {
     pub members: usize,
     /// The state each member's instance was last seen in (`None` before the first).
     pub states: Vec<Option<CompactString>>,
-    pub since_last_success: Option<Duration>,
+    /// Since the last success, or since the group was created before the first.
+    pub since_last_success: Duration,
+    /// The shortest interval of its members.
+    pub interval: Option<Duration>,
 }
 
 impl Group {
@@ -107,6 +112,7 @@ impl Group {
                 members: HashMap::new(),
                 deferred: Vec::new(),
                 last_success: None,
+                created: Instant::now(),
                 backoff_policy,
                 backoff: backoff_policy.build(),
                 backoff_until: None,
@@ -234,7 +240,8 @@ impl Group {
                     Some(instance.state.clone())
                 })
                 .collect(),
-            since_last_success: state.last_success.map(|t| t.elapsed()),
+            since_last_success: state.last_success.unwrap_or(state.created).elapsed(),
+            interval: state.members.values().map(|m| m.interval).min(),
         }
     }
 }

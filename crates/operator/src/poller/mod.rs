@@ -371,6 +371,7 @@ impl GaugeSource for Poller {
                 account: group.key.account_tag(),
                 members: gauges.members as i64,
                 since_last_success: gauges.since_last_success,
+                interval: gauges.interval,
             });
         }
         Snapshot {
