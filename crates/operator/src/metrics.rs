@@ -481,11 +481,13 @@ mod tests {
         let text = example_exposition();
         for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
             let name = family.split(' ').next().unwrap();
-            assert!(
-                text.lines()
-                    .any(|l| !l.starts_with('#') && l.starts_with(name)),
-                "no sample of {name} in\n{text}"
-            );
+            let sampled = text.lines().filter(|l| !l.starts_with('#')).any(|l| {
+                let sample = l.split(['{', ' ']).next().unwrap();
+                ["", "_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| sample == format!("{name}{suffix}"))
+            });
+            assert!(sampled, "no sample of {name} in\n{text}");
         }
     }
 
