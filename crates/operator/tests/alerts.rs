@@ -182,8 +182,9 @@ fn metric_names(expr: &str) -> Vec<String> {
             match (quote, chars[j]) {
                 (Some(_), '\\') => j += 1,
                 (Some(q), c) if c == q => quote = None,
-                (None, c @ ('"' | '\'' | '`')) => quote = Some(c),
+                // Before quotes: a string's own closing quote ends it.
                 (None, c) if c == close => return j + 1,
+                (None, c @ ('"' | '\'' | '`')) => quote = Some(c),
                 _ => {}
             }
             j += 1;
