@@ -31,6 +31,13 @@ pub use cli::Cli;
 /// `import`'s flags, for other command lines to offer the same command (`kubectl compshare import`).
 pub use import::ImportArgs;
 
+/// The metrics exposition with a sample of every family, for the test that the chart's alerts and
+/// dashboard query only metrics the operator exports.
+#[doc(hidden)]
+pub fn metrics_exposition_example() -> String {
+    metrics::example_exposition()
+}
+
 /// Runs a parsed command line to its end.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

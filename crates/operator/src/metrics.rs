@@ -1,6 +1,7 @@
 //! Prometheus metrics (`compshare_…`). Counters and histograms are updated where things happen;
-//! gauges about the poller (instances by state, seconds since each group's last success) are read
-//! from it at scrape time, so they can never drift from the truth.
+//! gauges about the poller (instances by state, seconds since each group's last success) and
+//! about the resources (how many are stalled) are read from them at scrape time, so they can never
+//! drift from the truth.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -56,6 +57,7 @@ pub(crate) struct BackoffLabels {
 pub(crate) struct Metrics {
     registry: Registry,
     gauge_source: GaugeSlot,
+    stalled_source: StalledSlot,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub cloud_calls: Family<CallLabels, Counter>,
@@ -67,11 +69,19 @@ pub(crate) struct Metrics {
     pub kube_write_refusals: Family<WriteLabels, Counter>,
     pub refreshes: Family<RefreshLabels, Counter>,
     pub leader: Gauge,
+    /// The configured per-account budget, so that alerts compare the call rate with it.
+    pub budget_calls_per_minute: Gauge,
 }
 
 /// A source of gauges read at scrape time (the poller).
 pub(crate) trait GaugeSource: fmt::Debug + Send + Sync + 'static {
     fn snapshot(&self) -> Snapshot;
+}
+
+/// The watched resources, read at scrape time: how many are stalled (a person must act).
+pub(crate) trait StalledSource: fmt::Debug + Send + Sync + 'static {
+    /// Resources whose `Stalled` condition is true, by its reason.
+    fn stalled_by_reason(&self) -> Vec<(String, i64)>;
 }
 
 #[derive(Clone, Debug, Default)]
@@ -88,8 +98,12 @@ pub(crate) struct GroupSnapshot {
     /// A short, non-reversible tag of the account's public key.
     pub account: String,
     pub members: i64,
-    /// Time since the group's last successful call; `None` before the first.
-    pub since_last_success: Option<Duration>,
+    /// Time since the group's last successful call, or since it was created before the first:
+    /// a group that never succeeds grows stale like one that stopped succeeding.
+    pub since_last_success: Duration,
+    /// The shortest poll interval of its members, within which a healthy group calls at least
+    /// once; `None` while it has none.
+    pub interval: Option<Duration>,
     /// Whether a listing (discovery's) observes the members now, instead of calls by id.
     pub listed: bool,
 }
@@ -169,11 +183,22 @@ impl Metrics {
             "1 while this replica leads (polls and writes); 0 while it waits for the lease",
             leader.clone(),
         );
+        let budget_calls_per_minute = Gauge::default();
+        registry.register(
+            "account_budget_calls_per_minute",
+            "The configured call budget of each account (all its regions and projects, retries included)",
+            budget_calls_per_minute.clone(),
+        );
         let gauge_source = GaugeSlot::default();
-        registry.register_collector(Box::new(GaugeCollector(gauge_source.clone())));
+        let stalled_source = StalledSlot::default();
+        registry.register_collector(Box::new(GaugeCollector {
+            poller: gauge_source.clone(),
+            stalled: stalled_source.clone(),
+        }));
         Metrics {
             registry,
             gauge_source,
+            stalled_source,
             reconciles,
             reconcile_duration,
             cloud_calls,
@@ -185,6 +210,7 @@ impl Metrics {
             kube_write_refusals,
             refreshes,
             leader,
+            budget_calls_per_minute,
         }
     }
 
@@ -194,6 +220,15 @@ impl Metrics {
     pub(crate) fn set_gauge_source(&self, source: Option<Arc<dyn GaugeSource>>) {
         *self
             .gauge_source
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = source;
+    }
+
+    /// Sets (or clears) the source of the stalled gauge: the controller's cache of resources while
+    /// this replica leads. Without one the gauge is absent.
+    pub(crate) fn set_stalled_source(&self, source: Option<Arc<dyn StalledSource>>) {
+        *self
+            .stalled_source
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = source;
     }
@@ -235,6 +270,78 @@ impl Default for Metrics {
     }
 }
 
+/// The exposition with every family holding a sample, for checks of what the chart's alerts and
+/// dashboard query (the `alerts` test): the names come from this registry, not from a list.
+pub(crate) fn example_exposition() -> String {
+    #[derive(Debug)]
+    struct Example;
+    impl GaugeSource for Example {
+        fn snapshot(&self) -> Snapshot {
+            Snapshot {
+                instances_by_state: vec![("Running".into(), 3), ("Install Fail".into(), 1)],
+                groups: vec![GroupSnapshot {
+                    region: "cn-wlcb".into(),
+                    project: "".into(),
+                    account: "1a2b3c4d".into(),
+                    members: 4,
+                    since_last_success: Duration::from_millis(1500),
+                    interval: Some(Duration::from_secs(60)),
+                    listed: true,
+                }],
+            }
+        }
+    }
+    impl StalledSource for Example {
+        fn stalled_by_reason(&self) -> Vec<(String, i64)> {
+            vec![("NotFound".into(), 1)]
+        }
+    }
+
+    let metrics = Metrics::new();
+    metrics.set_gauge_source(Some(Arc::new(Example)));
+    metrics.set_stalled_source(Some(Arc::new(Example)));
+    metrics
+        .reconciles
+        .get_or_create(&ResultLabels { result: "success" })
+        .inc();
+    metrics.reconcile_duration.observe(0.01);
+    metrics.record_call(
+        "DescribeCompShareInstance",
+        Duration::from_millis(20),
+        Ok(()),
+    );
+    metrics.record_call(
+        "DescribeCompShareInstance",
+        Duration::from_millis(20),
+        Err(&CallError::Api {
+            code: 153,
+            message: "slow down".into(),
+        }),
+    );
+    metrics
+        .cloud_backoffs
+        .get_or_create(&BackoffLabels {
+            reason: "throttled",
+        })
+        .inc();
+    metrics.cloud_backoff_seconds.observe(1.0);
+    metrics.budget_wait_seconds.observe(0.1);
+    metrics.record_write("status");
+    metrics
+        .kube_write_refusals
+        .get_or_create(&WriteLabels { kind: "status" })
+        .inc();
+    metrics
+        .refreshes
+        .get_or_create(&RefreshLabels {
+            handling: "immediate",
+        })
+        .inc();
+    metrics.leader.set(1);
+    metrics.budget_calls_per_minute.set(300);
+    metrics.encode()
+}
+
 fn call_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -242,8 +349,19 @@ fn call_duration_histogram() -> Histogram {
 /// The poller of the current term as leader, if any.
 type GaugeSlot = Arc<RwLock<Option<Arc<dyn GaugeSource>>>>;
 
+/// The resources of the current term as leader, if any.
+type StalledSlot = Arc<RwLock<Option<Arc<dyn StalledSource>>>>;
+
 #[derive(Debug)]
-struct GaugeCollector(GaugeSlot);
+struct GaugeCollector {
+    poller: GaugeSlot,
+    stalled: StalledSlot,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
@@ -266,8 +384,25 @@ struct SourceLabels {
 
 impl Collector for GaugeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let stalled = self
+            .stalled
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(source) = stalled {
+            let by_reason = Family::<ReasonLabels, Gauge>::default();
+            for (reason, count) in source.stalled_by_reason() {
+                by_reason.get_or_create(&ReasonLabels { reason }).set(count);
+            }
+            by_reason.encode(encoder.encode_descriptor(
+                "instances_stalled",
+                "Watched CompShareInstance resources whose Stalled condition is true (a person must act), by its reason",
+                None,
+                by_reason.metric_type(),
+            )?)?;
+        }
         let Some(source) = self
-            .0
+            .poller
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -290,6 +425,7 @@ impl Collector for GaugeCollector {
         let members = Family::<GroupLabels, Gauge>::default();
         let staleness = Family::<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let sources = Family::<SourceLabels, Gauge>::default();
+        let intervals = Family::<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         for group in snapshot.groups {
             let labels = GroupLabels {
                 region: group.region,
@@ -297,8 +433,11 @@ impl Collector for GaugeCollector {
                 account: group.account,
             };
             members.get_or_create(&labels).set(group.members);
-            if let Some(age) = group.since_last_success {
-                staleness.get_or_create(&labels).set(age.as_secs_f64());
+            staleness
+                .get_or_create(&labels)
+                .set(group.since_last_success.as_secs_f64());
+            if let Some(interval) = group.interval {
+                intervals.get_or_create(&labels).set(interval.as_secs_f64());
             }
             for (source, on) in [("listing", group.listed), ("ids", !group.listed)] {
                 sources
@@ -317,7 +456,7 @@ impl Collector for GaugeCollector {
         )?)?;
         staleness.encode(encoder.encode_descriptor(
             "poll_group_seconds_since_success",
-            "Seconds since each poll group's last successful call",
+            "Seconds since each poll group's last successful call (since its creation before the first)",
             None,
             staleness.metric_type(),
         )?)?;
@@ -327,6 +466,12 @@ impl Collector for GaugeCollector {
             None,
             sources.metric_type(),
         )?)?;
+        intervals.encode(encoder.encode_descriptor(
+            "poll_group_interval_seconds",
+            "The shortest poll interval of each poll group's members: a healthy group succeeds at least this often",
+            None,
+            intervals.metric_type(),
+        )?)?;
         Ok(())
     }
 }
@@ -335,56 +480,50 @@ impl Collector for GaugeCollector {
 mod tests {
     use super::*;
 
-    #[derive(Debug)]
-    struct Fixed;
-
-    impl GaugeSource for Fixed {
-        fn snapshot(&self) -> Snapshot {
-            Snapshot {
-                instances_by_state: vec![("Running".into(), 3), ("Install Fail".into(), 1)],
-                groups: vec![GroupSnapshot {
-                    region: "cn-wlcb".into(),
-                    project: "".into(),
-                    account: "1a2b3c4d".into(),
-                    members: 4,
-                    since_last_success: Some(Duration::from_millis(1500)),
-                    listed: true,
-                }],
-            }
-        }
-    }
-
     #[test]
     fn exposition_uses_prometheus_naming() {
-        let metrics = Metrics::new();
-        metrics.set_gauge_source(Some(Arc::new(Fixed)));
-        metrics.record_call(
-            "DescribeCompShareInstance",
-            Duration::from_millis(20),
-            Ok(()),
-        );
-        metrics.record_call(
-            "DescribeCompShareInstance",
-            Duration::from_millis(20),
-            Err(&CallError::Api {
-                code: 153,
-                message: "slow down".into(),
-            }),
-        );
-        metrics.record_write("status");
-        let text = metrics.encode();
+        let text = example_exposition();
         for line in [
             r#"compshare_cloud_calls_total{action="DescribeCompShareInstance",code="0"} 1"#,
             r#"compshare_cloud_calls_total{action="DescribeCompShareInstance",code="153"} 1"#,
             r#"compshare_cloud_call_duration_seconds_count{action="DescribeCompShareInstance"} 2"#,
             r#"compshare_kube_writes_total{kind="status"} 1"#,
             r#"compshare_instances{state="Install Fail"} 1"#,
+            r#"compshare_instances_stalled{reason="NotFound"} 1"#,
             r#"compshare_poll_group_seconds_since_success{region="cn-wlcb",project="",account="1a2b3c4d"} 1.5"#,
             r#"compshare_poll_group_source{region="cn-wlcb",project="",account="1a2b3c4d",source="listing"} 1"#,
             r#"compshare_poll_group_source{region="cn-wlcb",project="",account="1a2b3c4d",source="ids"} 0"#,
+            r#"compshare_poll_group_interval_seconds{region="cn-wlcb",project="",account="1a2b3c4d"} 60.0"#,
+            "compshare_account_budget_calls_per_minute 300",
             "# TYPE compshare_reconcile_duration_seconds histogram",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    /// The example is what the chart's alerts are checked against: a family without a sample
+    /// there would make a rule using it look like a typo.
+    #[test]
+    fn the_example_exposition_has_a_sample_of_every_family() {
+        let text = example_exposition();
+        for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = family.split(' ').next().unwrap();
+            let sampled = text.lines().filter(|l| !l.starts_with('#')).any(|l| {
+                let sample = l.split(['{', ' ']).next().unwrap();
+                ["", "_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| sample == format!("{name}{suffix}"))
+            });
+            assert!(sampled, "no sample of {name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_a_leader_term_the_scrape_time_gauges_are_absent() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(!text.contains("compshare_instances"), "{text}");
+        assert!(!text.contains("compshare_poll_group"), "{text}");
+        assert!(text.contains("compshare_leader 0"), "{text}");
     }
 }

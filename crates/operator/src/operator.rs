@@ -39,6 +39,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .budget_calls_per_minute
+        .set(config.poller.budget.calls_per_minute.get().into());
     let shutdown = shutdown::signal().shared();
     let readiness = Readiness::default();
     // The endpoints stop with the operation, whether it was asked to or failed: a process that

@@ -63,6 +63,8 @@ struct GroupState {
     last_success: Option<Instant>,
     /// Until when the group's calls are held because a listing observed its members.
     listed_until: Option<Instant>,
+    /// Staleness counts from here until the first success.
+    created: Instant,
     backoff_policy: ExponentialBuilder,
     backoff: ExponentialBackoff,
     backoff_until: Option<Instant>,
@@ -93,7 +95,10 @@ pub(super) struct GroupGauges {
     pub members: usize,
     /// The state each member's instance was last seen in (`None` before the first).
     pub states: Vec<Option<CompactString>>,
-    pub since_last_success: Option<Duration>,
+    /// Since the last success, or since the group was created before the first.
+    pub since_last_success: Duration,
+    /// The shortest interval of its members.
+    pub interval: Option<Duration>,
     /// Whether a listing observes the members now, instead of calls by id.
     pub listed: bool,
 }
@@ -117,6 +122,7 @@ impl Group {
                 deferred: Vec::new(),
                 last_success: None,
                 listed_until: None,
+                created: Instant::now(),
                 backoff_policy,
                 backoff: backoff_policy.build(),
                 backoff_until: None,
@@ -244,7 +250,8 @@ impl Group {
                     Some(instance.state.clone())
                 })
                 .collect(),
-            since_last_success: state.last_success.map(|t| t.elapsed()),
+            since_last_success: state.last_success.unwrap_or(state.created).elapsed(),
+            interval: state.members.values().map(|m| m.interval).min(),
             listed: state
                 .listed_until
                 .is_some_and(|until| until > Instant::now()),

@@ -404,6 +404,7 @@ impl GaugeSource for Poller {
                 members: gauges.members as i64,
                 since_last_success: gauges.since_last_success,
                 listed: gauges.listed,
+                interval: gauges.interval,
             });
         }
         Snapshot {

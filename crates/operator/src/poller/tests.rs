@@ -252,6 +252,32 @@ async fn rejected_keys_are_not_retried_in_a_loop() {
     );
 }
 
+/// The staleness alert compares the two gauges: a group that never succeeds must grow stale too,
+/// and its interval is its members' shortest.
+#[tokio::test]
+async fn a_group_that_never_succeeds_grows_stale_from_its_creation() {
+    use crate::metrics::GaugeSource;
+
+    let mut h = Harness::start(2).await;
+    let key = h.watch(0, "not-the-private-key");
+    h.watch_as(
+        "slow",
+        &id(1),
+        "not-the-private-key",
+        Duration::from_secs(600),
+    );
+    h.until(&key, |o| matches!(&o.outcome, Outcome::Failed(_)))
+        .await;
+    let before = h.poller.snapshot().groups[0].since_last_success;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let snapshot = h.poller.snapshot();
+    let [group] = &snapshot.groups[..] else {
+        panic!("one group")
+    };
+    assert!(group.since_last_success >= before + Duration::from_millis(200));
+    assert_eq!(group.interval, Some(Duration::from_secs(60)));
+}
+
 #[tokio::test]
 async fn an_instance_missing_from_the_answer_is_not_found_and_keeps_what_was_known() {
     let mut h = Harness::start(2).await;

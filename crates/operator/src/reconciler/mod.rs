@@ -30,7 +30,7 @@ use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 use tokio::sync::mpsc;
 
-use crate::metrics::{Metrics, ResultLabels, WriteLabels};
+use crate::metrics::{Metrics, ResultLabels, StalledSource, WriteLabels};
 use crate::poller::{Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
     ActionRecord, CREATE_PENDING_ANNOTATION, CompShareInstance, CompShareInstanceStatus,
@@ -150,6 +150,8 @@ pub(crate) async fn run(
         store,
         notify,
     } = cache;
+    ctx.metrics
+        .set_stalled_source(Some(Arc::new(StalledResources(store.clone()))));
 
     let poller = ctx.poller.clone();
     let known = store.clone();
@@ -197,9 +199,35 @@ pub(crate) async fn run(
         .reconcile_all_on(rotations)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()))
         .await;
+    ctx.metrics.set_stalled_source(None);
+}
+
+/// The controller's cache, counted for the stalled gauge: what the resources' status says, as
+/// the apiserver last told it.
+struct StalledResources(kube::runtime::reflector::Store<CompShareInstance>);
+
+impl std::fmt::Debug for StalledResources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StalledResources").finish_non_exhaustive()
+    }
+}
+
+impl StalledSource for StalledResources {
+    fn stalled_by_reason(&self) -> Vec<(String, i64)> {
+        let mut by_reason = std::collections::BTreeMap::<String, i64>::new();
+        for resource in self.0.state() {
+            match status::condition(resource.status.as_ref(), status::STALLED) {
+                Some(c) if c.status == status::TRUE => {
+                    *by_reason.entry(c.reason.clone()).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        by_reason.into_iter().collect()
+    }
 }
 
 /// What decides whether a watch event is worth a reconciliation.
