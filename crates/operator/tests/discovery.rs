@@ -16,6 +16,7 @@ use compshare_operator::resource::{
     CompShareDiscovery, CompShareInstance, DeletionPolicy, ManagementPolicy,
 };
 use compshare_test_support::{Bed, condition, poll_until, state};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::{Api, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
@@ -102,6 +103,32 @@ async fn wait_discovery(
             serde_json::to_string_pretty(&last.status).unwrap()
         )
     })
+}
+
+/// Waits until the discovery has listed `count` times after the listing at `since` (its
+/// `lastListTime`); returns the last one's time.
+async fn listed(bed: &Bed, since: Option<Time>, count: usize) -> Option<Time> {
+    let last_listed =
+        |d: &CompShareDiscovery| d.status.as_ref().and_then(|s| s.last_list_time.clone());
+    let mut seen = since;
+    for _ in 0..count {
+        let d = wait_discovery(
+            bed,
+            DISCOVERY,
+            "listed again",
+            Duration::from_secs(15),
+            |d| last_listed(d) != seen,
+        )
+        .await;
+        seen = last_listed(&d);
+    }
+    seen
+}
+
+/// The discovery's `lastListTime` now.
+async fn last_list_time(bed: &Bed) -> Option<Time> {
+    let d = discoveries(bed).get(DISCOVERY).await.unwrap();
+    d.status.and_then(|s| s.last_list_time)
 }
 
 fn discovery_condition<'a>(d: &'a CompShareDiscovery, type_: &str) -> Option<(&'a str, &'a str)> {
@@ -251,27 +278,9 @@ async fn one_resource_per_machine_kept_in_step_with_the_account() {
     // One listing costs ⌈130/100⌉ + ⌈120/100⌉ = 4 calls, told apart from Describe-by-id calls by
     // their shape (no ids); the regions were asked for once and are reused. Counted between two
     // listings the discovery reports.
-    let last_listed =
-        |d: &CompShareDiscovery| d.status.as_ref().and_then(|s| s.last_list_time.clone());
-    let before = last_listed(&discoveries(&bed).get(DISCOVERY).await.unwrap());
-    let d = wait_discovery(
-        &bed,
-        DISCOVERY,
-        "listed again",
-        Duration::from_secs(15),
-        |d| last_listed(d) != before,
-    )
-    .await;
+    let first = listed(&bed, last_list_time(&bed).await, 1).await;
     bed.reset_counters().await;
-    let first = last_listed(&d);
-    wait_discovery(
-        &bed,
-        DISCOVERY,
-        "listed again",
-        Duration::from_secs(15),
-        |d| last_listed(d) != first,
-    )
-    .await;
+    listed(&bed, first, 1).await;
     let counters = bed.counters().await;
     assert_eq!(counters.listings(), 4, "{counters:?}");
     assert_eq!(
@@ -401,32 +410,9 @@ async fn resources_of_a_listed_account_take_their_observations_from_the_listing(
 
     // Counted between two listings the discovery reports, after one that found every resource
     // observed: each listing is ⌈130/100⌉ + ⌈120/100⌉ = 4 calls, and nothing else is asked.
-    let last_listed =
-        |d: &CompShareDiscovery| d.status.as_ref().and_then(|s| s.last_list_time.clone());
-    let mut seen = last_listed(&discoveries(&bed).get(DISCOVERY).await.unwrap());
-    for _ in 0..2 {
-        let d = wait_discovery(
-            &bed,
-            DISCOVERY,
-            "listed again",
-            Duration::from_secs(15),
-            |d| last_listed(d) != seen,
-        )
-        .await;
-        seen = last_listed(&d);
-    }
+    let seen = listed(&bed, last_list_time(&bed).await, 2).await;
     bed.reset_counters().await;
-    for _ in 0..2 {
-        let d = wait_discovery(
-            &bed,
-            DISCOVERY,
-            "listed again",
-            Duration::from_secs(15),
-            |d| last_listed(d) != seen,
-        )
-        .await;
-        seen = last_listed(&d);
-    }
+    listed(&bed, seen, 2).await;
     let counters = bed.counters().await;
     assert_eq!(counters.listings(), 8, "{counters:?}");
     assert_eq!(
