@@ -264,7 +264,7 @@ impl Group {
     /// task, whose next slots moved. Members owed an urgent call (a first observation, a new
     /// spec, a refresh) and instances on their way somewhere keep theirs: the listing may predate
     /// what they wait for, and moving instances are polled faster than any listing.
-    pub(super) fn apply_listing(&self, listing: &HashMap<Id, Arc<Instance>>) -> Vec<Key> {
+    pub(super) fn apply_listing(&self, listing: &[Instance]) -> Vec<Key> {
         let now = Instant::now();
         let mut state = self.state();
         let state = &mut *state;
@@ -274,10 +274,13 @@ impl Group {
             .filter(|id| !state.schedule.is_urgent(*id) && !state.moving.contains(*id))
             .cloned()
             .collect();
+        let covered_ids: std::collections::HashSet<&Id> = covered.iter().collect();
+        // Only the group's own instances are kept (a region may hold many more).
         let answer = Answer {
-            found: covered
+            found: listing
                 .iter()
-                .filter_map(|id| Some((id.clone(), listing.get(id)?.clone())))
+                .filter(|i| covered_ids.contains(&i.u_host_id))
+                .map(|i| (i.u_host_id.clone(), Arc::new(i.clone())))
                 .collect(),
             unreadable: HashMap::new(),
             anonymous: None,

@@ -278,11 +278,7 @@ impl Poller {
         let Some(group) = self.registry().groups.get(&key).map(|e| e.group.clone()) else {
             return;
         };
-        let listing: HashMap<_, _> = listing
-            .iter()
-            .map(|i| (i.u_host_id.clone(), Arc::new(i.clone())))
-            .collect();
-        for key in group.apply_listing(&listing) {
+        for key in group.apply_listing(listing) {
             // The receiver lives as long as the controller; if it is gone, so is the process.
             let _ = self.shared.wiring.wake.send(ResourceKey::clone(&key));
         }
