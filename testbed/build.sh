@@ -2,6 +2,7 @@
 # Builds the programs the tests run, from Go modules (no release downloads or container registries
 # are reachable here), and caches them:
 #   control-plane   etcd, kube-apiserver, kube-controller-manager, kubectl   (testbed/go)
+#   node            kubelet, kube-proxy, kube-scheduler                       (testbed/go)
 #   helm            helm                                                     (testbed/helm)
 #   gitops          gitops-verdicts: kstatus, Argo CD and Flux's own code    (testbed/gitops)
 #   promtool        promtool, to check and unit-test the chart's alerts      (testbed/promtool)
@@ -38,19 +39,31 @@ build() {
 }
 
 # Stamps the release into the binaries: a bare `go build` reports v0.0.0-master, which confuses
-# version checks in clients (kubectl's skew warning, kube-rs discovery). 5-15 min on 2 cores.
-build control-plane go '
+# version checks in clients (kubectl's skew warning, kube-rs discovery) and the node's version.
+stamp_k8s='
   k8s=$(go list -m -f "{{.Version}}" k8s.io/kubernetes)
   minor=$(echo "$k8s" | cut -d. -f2)
   stamp=""
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     stamp+=" -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
+'
+# 5-15 min on 2 cores.
+build control-plane go "$stamp_k8s"'
   go build -trimpath -ldflags="-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
   go build -trimpath -ldflags="-s -w$stamp" -o "$out/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kubectl
+'
+
+# The real node's programs (crates/operator/tests/real_node.rs), from the same module: a few
+# minutes more once the control plane has warmed Go's build cache.
+build node go "$stamp_k8s"'
+  go build -trimpath -ldflags="-s -w$stamp" -o "$out/" \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kube-scheduler
 '
 
 # helm's default Kubernetes version for `helm template` is stamped the same way (the control

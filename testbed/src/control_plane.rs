@@ -9,11 +9,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
+use crate::node::{self, Machine, NODE_NAME};
 use crate::process::{Processes, component_error};
 use crate::{Component, Error, IoContext, kubeconfig};
 
@@ -55,6 +56,16 @@ const SIGNING_KEY: &str = "service-account.key";
 /// or SEC1, not as the PKCS#8 that the private key is in.
 const VERIFICATION_KEY: &str = "service-account.pub";
 const ADMIN_KUBECONFIG: &str = "kubeconfig";
+/// kube-apiserver's client certificate for the kubelet's API (logs, exec), and its key.
+const KUBELET_CLIENT_CERT: &str = "apiserver-kubelet-client.crt";
+const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
+/// The users the node's components authenticate as (tokens; bound by the apiserver's bootstrap
+/// RBAC policy and, for the kubelet, the Node authorizer).
+const NODE_USERS: &[(&str, &str)] = &[
+    ("kubelet", "system:nodes"),
+    ("kube-proxy", ""),
+    ("kube-scheduler", ""),
+];
 const KUBECTL_CACHE: &str = "kubectl-cache";
 
 /// How to start a [`ControlPlane`].
@@ -69,6 +80,13 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Where the binaries are. Default: [`binaries()`](crate::binaries).
     pub bin_dir: Option<PathBuf>,
+    /// Also run a real node on this machine (containerd, kubelet, kube-proxy, kube-scheduler,
+    /// and kube-controller-manager with all its controllers), so that Deployments run. Needs root
+    /// and Debian packages ([`node_missing_prerequisites`](crate::node_missing_prerequisites));
+    /// one per machine. kube-apiserver then listens on the machine's own address, which pods
+    /// reach through the `kubernetes` Service. Everything it changes on the machine is restored
+    /// at the stop.
+    pub node: bool,
 }
 
 /// etcd, kube-apiserver and optionally kube-controller-manager, running until this is dropped.
@@ -77,8 +95,10 @@ pub struct Options {
 /// many tests, each with its own runtime; [`client`](Self::client) makes a client for the
 /// caller's runtime.
 pub struct ControlPlane {
-    // Dropped before `layout`, so the processes stop before their directory is removed.
+    // Dropped in this order: the processes stop, the machine is restored (mounts below the
+    // directory are gone), then the directory is removed.
     processes: Mutex<Processes>,
+    machine: Option<Machine>,
     layout: Layout,
     ca_pem: String,
     kube_config: kube::Config,
@@ -92,22 +112,46 @@ impl ControlPlane {
             Some(dir) => dir,
             None => crate::binaries()?,
         };
+        let node = if options.node {
+            Some(node::machine_address()?)
+        } else {
+            None
+        };
+        let dir = OwnedDir::create(options.dir)?;
         let layout = Layout {
-            dir: OwnedDir::create(options.dir)?,
+            node: node.map(|address| node::Paths::new(&dir.0, address)),
+            dir,
             bin_dir,
             ports: Ports::pick().context(|| "find free ports".into())?,
         };
-        let admin_token = format!("{:032x}", rand::random::<u128>());
-        layout.write(
-            TOKENS,
-            format!("{admin_token},{ADMIN},{ADMIN},\"system:masters\"\n"),
-        )?;
+        // Before anything runs: it cleans up after a killed run, then saves the machine's state.
+        let machine = match &layout.node {
+            Some(_) => Some(Machine::take()?),
+            None => None,
+        };
+        let admin_token = random_token();
+        let mut tokens = format!("{admin_token},{ADMIN},{ADMIN},\"system:masters\"\n");
+        let mut node_tokens = Vec::new();
+        if let Some(node) = &layout.node {
+            node.write_configuration()?;
+            layout.write_kubelet_client_certificates(node)?;
+            for (user, group) in NODE_USERS {
+                let name = match *user {
+                    "kubelet" => format!("system:node:{NODE_NAME}"),
+                    other => format!("system:{other}"),
+                };
+                let token = random_token();
+                tokens.push_str(&format!("{token},{name},{name},\"{group}\"\n"));
+                node_tokens.push((node.kubeconfig(user), name, token));
+            }
+        }
+        layout.write(TOKENS, tokens)?;
         let signing_key = rcgen::KeyPair::generate()?;
         layout.write(SIGNING_KEY, signing_key.serialize_pem())?;
         layout.write(VERIFICATION_KEY, signing_key.public_key_pem())?;
 
-        // Declared after `layout`, so dropped before it when the start fails: the processes stop
-        // before their directory is removed.
+        // Declared after `layout` and `machine`, so dropped before them when the start fails:
+        // the processes stop before the machine is restored and their directory is removed.
         let processes = Mutex::new(Processes::default());
         launch(
             &processes,
@@ -131,19 +175,26 @@ impl ControlPlane {
                 ADMIN,
                 admin_token,
             )?;
+            for (path, user, token) in node_tokens {
+                kubeconfig::write(&path, &layout.server_url(), &ca_pem, &user, token)?;
+            }
             Ok((ca_pem, kubeconfig::config(kubeconfig).await?))
         })?;
         layout.write(CA_CERT, &ca_pem)?;
 
         let control_plane = ControlPlane {
             processes,
+            machine,
             layout,
             ca_pem,
             kube_config,
         };
         control_plane.wait_until_serving()?;
-        if options.controller_manager {
+        if options.controller_manager || options.node {
             control_plane.start_controller_manager()?;
+        }
+        if options.node {
+            control_plane.start_node()?;
         }
         Ok(control_plane)
     }
@@ -187,7 +238,8 @@ impl ControlPlane {
         self.layout.path(ADMIN_KUBECONFIG)
     }
 
-    /// `https://127.0.0.1:<port>` of kube-apiserver.
+    /// `https://<address>:<port>` of kube-apiserver: 127.0.0.1, or the machine's own address
+    /// with a node.
     pub fn server_url(&self) -> String {
         self.layout.server_url()
     }
@@ -197,8 +249,18 @@ impl ControlPlane {
         &self.layout.bin_dir
     }
 
+    /// With a node ([`Options::node`]): the machine address the apiserver and the node use
+    /// (pods reach it, and servers a test starts on it), and containerd's socket (for `ctr
+    /// --address`, or `CONTAINERD_ADDRESS`).
+    pub fn node(&self) -> Option<(Ipv4Addr, PathBuf)> {
+        self.layout
+            .node
+            .as_ref()
+            .map(|node| (node.address, node.containerd_socket()))
+    }
+
     /// The control plane's directory: state, kubeconfigs, and the components' logs
-    /// (`etcd.log`, `kube-apiserver.log`, `kube-controller-manager.log`).
+    /// (`etcd.log`, `kube-apiserver.log`, `kube-controller-manager.log`, and a node's).
     pub fn dir(&self) -> &Path {
         &self.layout.dir.0
     }
@@ -310,7 +372,48 @@ impl ControlPlane {
 
     fn shut_down(&self) {
         self.lock().stop_everything();
+        if let Some(machine) = &self.machine {
+            machine.release();
+        }
         self.layout.dir.remove();
+    }
+
+    /// containerd (with the pause image), the kubelet (until its Node is Ready), kube-proxy
+    /// (until it has written its rules) and kube-scheduler.
+    fn start_node(&self) -> Result<(), Error> {
+        let node = self.layout.node.as_ref().expect("only with a node");
+        let wait = |component, goal: &str, check: &(dyn Fn() -> Result<(), String> + Sync)| {
+            block_on(async || {
+                wait_for(&self.processes, &self.layout, component, goal, async || {
+                    check()
+                })
+                .await
+            })
+        };
+        launch(&self.processes, &self.layout, &[Component::Containerd])?;
+        let socket = node.containerd_socket();
+        wait(Component::Containerd, "serve", &|| {
+            node::containerd_serves(&socket)
+        })?;
+        node.import_pause_image().map_err(Error::Node)?;
+        launch(&self.processes, &self.layout, &[Component::Kubelet])?;
+        block_on(async || {
+            let nodes: Api<Node> = Api::all(self.client().await);
+            wait_for(
+                &self.processes,
+                &self.layout,
+                Component::Kubelet,
+                "register a Ready node",
+                async || node_ready(&nodes).await,
+            )
+            .await
+        })?;
+        launch(&self.processes, &self.layout, &[Component::KubeProxy])?;
+        wait(Component::KubeProxy, "write its rules", &|| {
+            node::healthy(Component::KubeProxy)
+        })?;
+        launch(&self.processes, &self.layout, &[Component::Scheduler])?;
+        Ok(())
     }
 
     fn start_controller_manager(&self) -> Result<(), Error> {
@@ -388,6 +491,32 @@ async fn wait_for<T>(
     }
 }
 
+async fn node_ready(nodes: &Api<Node>) -> Result<(), String> {
+    let node = nodes
+        .get_opt(NODE_NAME)
+        .await
+        .map_err(|error| error.to_string())?
+        .ok_or_else(|| format!("no Node {NODE_NAME} yet"))?;
+    let ready = node
+        .status
+        .and_then(|status| status.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|condition| condition.type_ == "Ready");
+    match ready {
+        Some(condition) if condition.status == "True" => Ok(()),
+        Some(condition) => Err(format!(
+            "Node {NODE_NAME} is not Ready: {}",
+            condition.message.unwrap_or_default()
+        )),
+        None => Err(format!("Node {NODE_NAME} reports no Ready condition yet")),
+    }
+}
+
+fn random_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 async fn probe(client: &Client, paths: &[&str]) -> Result<(), String> {
     for path in paths {
         let request = http::Request::get(*path)
@@ -447,6 +576,7 @@ struct Layout {
     dir: OwnedDir,
     bin_dir: PathBuf,
     ports: Ports,
+    node: Option<node::Paths>,
 }
 
 impl Layout {
@@ -464,10 +594,53 @@ impl Layout {
     }
 
     fn server_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.ports.apiserver)
+        format!("https://{}:{}", self.address(), self.ports.apiserver)
+    }
+
+    /// Where kube-apiserver listens: loopback, or with a node the machine's address (a node's
+    /// address cannot be loopback, and pods reach the apiserver there).
+    fn address(&self) -> Ipv4Addr {
+        self.node
+            .as_ref()
+            .map_or(Ipv4Addr::LOCALHOST, |node| node.address)
+    }
+
+    /// A CA for the kubelet's API, and kube-apiserver's client certificate signed by it (in
+    /// `system:masters`, which the kubelet's AlwaysAllow authorization does not need but logs).
+    fn write_kubelet_client_certificates(&self, node: &node::Paths) -> Result<(), Error> {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "compshare-testbed-kubelet-client-ca",
+        );
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate()?)?;
+        let mut client = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        client
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+        client
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:masters");
+        client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = rcgen::KeyPair::generate()?;
+        let client = client.signed_by(&client_key, &ca)?;
+        let ca_path = node.kubelet_client_ca();
+        fs::write(&ca_path, ca.pem()).context(|| format!("write {}", ca_path.display()))?;
+        self.write(KUBELET_CLIENT_CERT, client.pem())?;
+        self.write(KUBELET_CLIENT_KEY, client_key.serialize_pem())
     }
 
     fn command(&self, component: Component) -> Command {
+        if let Some(node) = &self.node
+            && component > Component::ControllerManager
+        {
+            return node.command(component, &self.bin_dir);
+        }
         let mut command = Command::new(self.bin_dir.join(component.binary()));
         let path_flag = |flag: &str, name: &str| {
             let mut arg = OsString::from(format!("--{flag}="));
@@ -493,45 +666,88 @@ impl Layout {
                     "--log-level=warn".to_owned(),
                 ])
                 .arg(path_flag("data-dir", ETCD_DATA)),
-            Component::ApiServer => command
-                .args([
-                    format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                    "--bind-address=127.0.0.1".to_owned(),
-                    format!("--secure-port={apiserver}"),
-                    // Without it, kube-apiserver advertises the host's default-route address,
-                    // which a sandbox may not have.
-                    "--advertise-address=127.0.0.1".to_owned(),
+            Component::ApiServer => {
+                let address = self.address();
+                command
+                    .args([
+                        format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                        format!("--bind-address={address}"),
+                        format!("--secure-port={apiserver}"),
+                        // Without it, kube-apiserver advertises the host's default-route address,
+                        // which a sandbox may not have. Its self-signed serving certificate
+                        // names this address and the `kubernetes` Service's.
+                        format!("--advertise-address={address}"),
+                        format!(
+                            "--authorization-mode={}",
+                            if self.node.is_some() {
+                                "Node,RBAC"
+                            } else {
+                                "RBAC"
+                            }
+                        ),
+                        format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+                        format!("--api-audiences={SERVICE_ACCOUNT_ISSUER}"),
+                        format!(
+                            "--service-cluster-ip-range={}",
+                            if self.node.is_some() {
+                                node::SERVICE_RANGE
+                            } else {
+                                "10.0.0.0/24"
+                            }
+                        ),
+                        // Nothing to be fair about with a handful of test clients; saves start
+                        // time.
+                        "--enable-priority-and-fairness=false".to_owned(),
+                        "--profiling=false".to_owned(),
+                    ])
+                    .args([
+                        path_flag("cert-dir", CERT_DIR),
+                        path_flag("token-auth-file", TOKENS),
+                        path_flag("service-account-key-file", VERIFICATION_KEY),
+                        path_flag("service-account-signing-key-file", SIGNING_KEY),
+                    ]);
+                if self.node.is_some() {
+                    // The default endpoint reconciler publishes the machine's address as the
+                    // `kubernetes` Service's endpoint; the kubelet's API is reached by address
+                    // (there is no DNS for the node's name).
+                    command
+                        .args([
+                            "--allow-privileged=true",
+                            "--kubelet-preferred-address-types=InternalIP,Hostname",
+                        ])
+                        .arg(path_flag("kubelet-client-certificate", KUBELET_CLIENT_CERT))
+                        .arg(path_flag("kubelet-client-key", KUBELET_CLIENT_KEY))
+                } else {
                     // Endpoints must not hold loopback addresses, and nothing routes to the
                     // `kubernetes` Service here anyway.
-                    "--endpoint-reconciler-type=none".to_owned(),
-                    "--authorization-mode=RBAC".to_owned(),
-                    format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
-                    format!("--api-audiences={SERVICE_ACCOUNT_ISSUER}"),
-                    "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
-                    // Nothing to be fair about with a handful of test clients; saves start time.
-                    "--enable-priority-and-fairness=false".to_owned(),
-                    "--profiling=false".to_owned(),
-                ])
-                .args([
-                    path_flag("cert-dir", CERT_DIR),
-                    path_flag("token-auth-file", TOKENS),
-                    path_flag("service-account-key-file", VERIFICATION_KEY),
-                    path_flag("service-account-signing-key-file", SIGNING_KEY),
-                ]),
-            Component::ControllerManager => command
-                .args([
-                    "--leader-elect=false",
-                    // Readiness is observed through the API; no port to pick.
-                    "--secure-port=0",
-                    "--controllers=garbage-collector-controller,namespace-controller,\
-                     serviceaccount-controller,serviceaccount-token-controller,\
-                     clusterrole-aggregation-controller",
-                ])
-                .args([
-                    path_flag("kubeconfig", ADMIN_KUBECONFIG),
-                    path_flag("service-account-private-key-file", SIGNING_KEY),
-                    path_flag("root-ca-file", CA_CERT),
-                ]),
+                    command.arg("--endpoint-reconciler-type=none")
+                }
+            }
+            Component::ControllerManager => {
+                command
+                    .args([
+                        "--leader-elect=false",
+                        // Readiness is observed through the API; no port to pick.
+                        "--secure-port=0",
+                    ])
+                    .args([
+                        path_flag("kubeconfig", ADMIN_KUBECONFIG),
+                        path_flag("service-account-private-key-file", SIGNING_KEY),
+                        path_flag("root-ca-file", CA_CERT),
+                    ]);
+                // With a node, every default controller: Deployments, ReplicaSets, endpoints,
+                // the `kube-root-ca.crt` ConfigMaps pods mount, node lifecycle.
+                if self.node.is_none() {
+                    command.arg(
+                        "--controllers=garbage-collector-controller,namespace-controller,\
+                         serviceaccount-controller,serviceaccount-token-controller,\
+                         clusterrole-aggregation-controller",
+                    )
+                } else {
+                    &mut command
+                }
+            }
+            node_component => unreachable!("{node_component} runs only with a node"),
         };
         command
     }

@@ -20,6 +20,7 @@
 
 mod control_plane;
 mod kubeconfig;
+mod node;
 mod process;
 
 use std::fmt;
@@ -30,14 +31,19 @@ use std::sync::{Mutex, PoisonError};
 
 pub use control_plane::{ControlPlane, Options};
 pub use kubeconfig::client_from_kubeconfig;
+pub use node::missing_prerequisites as node_missing_prerequisites;
 pub use process::Daemon;
 
-/// A process of the control plane.
+/// A process of the control plane, or of its node ([`Options::node`]), in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Component {
     Etcd,
     ApiServer,
     ControllerManager,
+    Containerd,
+    Kubelet,
+    KubeProxy,
+    Scheduler,
 }
 
 impl Component {
@@ -46,6 +52,10 @@ impl Component {
             Component::Etcd => "etcd",
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
+            Component::Containerd => "containerd",
+            Component::Kubelet => "kubelet",
+            Component::KubeProxy => "kube-proxy",
+            Component::Scheduler => "kube-scheduler",
         }
     }
 }
@@ -84,6 +94,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the TokenRequest for ServiceAccount {0} returned no token")]
     NoToken(String),
+    /// The node cannot run on this machine, or could not be set up.
+    #[error("the test bed's node: {0}")]
+    Node(String),
 }
 
 /// Names the action that failed, since a bare [`io::Error`] does not say which file it was about.

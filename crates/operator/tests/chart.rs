@@ -45,6 +45,7 @@ fn the_chart_lints_and_renders_as_documented() {
             "ClusterRole/cs-compshare-operator",
             "ClusterRoleBinding/cs-compshare-operator",
             "Deployment/cs-compshare-operator",
+            "Lease/cs-compshare-operator",
             "Role/cs-compshare-operator-leader-election",
             "RoleBinding/cs-compshare-operator-leader-election",
             "Service/cs-compshare-operator-metrics",
@@ -204,6 +205,7 @@ fn the_chart_lints_and_renders_as_documented() {
         kinds(&docs),
         [
             "Deployment/cs-compshare-operator",
+            "Lease/cs-compshare-operator",
             "Role/cs-compshare-operator",
             "Role/cs-compshare-operator-default-credentials",
             "Role/cs-compshare-operator-leader-election",
