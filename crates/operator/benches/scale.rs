@@ -11,10 +11,11 @@
 //! - the time from a state change in the simulator to that resource's status (median and p99).
 //!
 //! The discovery scenario (`--discovery-sizes`) starts from M machines and no resources: one
-//! `CompShareDiscovery` makes a resource for each, and the listing is their observation. It
-//! measures the time until every machine has a synced resource, cloud calls per interval (the
-//! design: ⌈M/100⌉ per region, listings and nothing by id) and which way each poll group
-//! observes (`compshare_poll_group_source`).
+//! `CompShareDiscovery` makes a resource for each, and the listing is their observation; beside
+//! them, a few hand-written resources of another account that no listing covers. It measures the
+//! time until every machine has a synced resource, cloud calls per interval (the design:
+//! ⌈M/100⌉ listings per region and nothing by id for the discovered resources, one call by id for
+//! the few) and which way each poll group observes (`compshare_poll_group_source`).
 //!
 //! ```text
 //! cargo bench --bench scale                      # the full benchmark; writes BENCHMARKS.md
@@ -541,7 +542,8 @@ struct DiscoveryMeasurement {
     sync_seconds: f64,
     /// `DescribeCompShareInstance` calls per interval in steady state, all of them...
     calls_per_interval: f64,
-    /// ...and those that were listings (no `UHostIds`): the rest asked by id.
+    /// ...and those that were listings (no `UHostIds`): the rest asked by id (the hand-written
+    /// resources' group).
     listings_per_interval: f64,
     /// Poll groups observing from the listing, and by id (`compshare_poll_group_source`), at the
     /// end of the steady window.
@@ -563,27 +565,58 @@ fn discovery_expected_calls(m: usize) -> usize {
     discovery_split(m).map(|n| n.div_ceil(100)).sum()
 }
 
+/// Resources written by hand in the discovery scenario, for machines of a second account that no
+/// discovery lists: their poll group has no listing to observe from and asks by id, the other
+/// branch of the per-group choice, at ⌈10/100⌉ = 1 call per interval.
+const WATCHED_BY_ID: usize = 10;
+
 /// M machines over two regions and no resource; the operator and one `CompShareDiscovery` listing
 /// every `--interval`, the resources it creates polling at the same interval (the operator's
-/// default), so that the listing is their only observation.
+/// default), so that the listing is their only observation. Beside them, [`WATCHED_BY_ID`]
+/// hand-written resources of another account in one region, observed by id.
 async fn run_discovery(m: usize, args: &Args) -> DiscoveryMeasurement {
     let interval = args.interval;
     let (control_plane, client, namespace) = cluster().await;
     let api: Api<CompShareInstance> = Api::namespaced(client.clone(), &namespace);
-    let accounts = accounts(1);
-    // Named by their ids (the console's default), so that each resource is named by its id.
-    let instances: Vec<Value> = (0..m)
+    let accounts = accounts(2);
+    // The listed account's machines are named by their ids (the console's default), so that each
+    // resource is named by its id; the second account's follow them.
+    let instances: Vec<Value> = (0..m + WATCHED_BY_ID)
         .map(|i| {
+            let listed = i < m;
             let mut instance = machine(i);
             instance["Name"] = json!(uhost(i));
-            instance["Region"] = json!(REGIONS[i % REGIONS.len()]);
+            // The second account's all in one region: one group.
+            instance["Region"] = json!(REGIONS[if listed { i % REGIONS.len() } else { 0 }]);
+            instance["Owner"] = json!(accounts[usize::from(!listed)].0);
             instance
         })
         .collect();
     let (simulator, admin) = simulator(&accounts, instances).await;
     create_secrets(&client, &namespace, &accounts).await;
+    create_all(
+        &api,
+        (m..m + WATCHED_BY_ID).map(|i| {
+            serde_json::from_value(json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "metadata": {"name": name(i)},
+                "spec": {
+                    "uhostId": uhost(i), "region": REGIONS[0],
+                    "credentialsRef": {"name": "keys-1"},
+                },
+            }))
+            .unwrap()
+        }),
+    )
+    .await;
 
-    let tracker = Tracker::start(api, (0..m).map(|i| (uhost(i), "Running".to_owned())));
+    let tracker = Tracker::start(
+        api,
+        (0..m)
+            .map(uhost)
+            .chain((m..m + WATCHED_BY_ID).map(name))
+            .map(|resource| (resource, "Running".to_owned())),
+    );
     let logs = tempfile::tempdir().unwrap();
     let operator = operator(args, &simulator, &control_plane, logs.path(), &namespace)
         .arg("--default-poll-interval")
@@ -972,7 +1005,7 @@ fn discovery_table(results: &[(usize, Vec<DiscoveryMeasurement>)], interval: Dur
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| M machines (per region) | runs | time until every machine has a synced resource (s) | calls / interval: all, listings (design: ⌈M/100⌉ per region) | poll groups observing from the listing / by id | status writes / interval | RSS peak / steady (MiB) | CPU s per interval |"
+        "| M machines (per region) | runs | time until every machine has a synced resource (s) | calls / interval: listings (design: ⌈M/100⌉ per region), by id (design: 1) | poll groups observing from the listing / by id (design: 2 / 1) | status writes / interval | RSS peak / steady (MiB) | CPU s per interval |"
     );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (m, ms) in results {
@@ -980,13 +1013,13 @@ fn discovery_table(results: &[(usize, Vec<DiscoveryMeasurement>)], interval: Dur
         let split: Vec<String> = discovery_split(*m).map(|n| n.to_string()).collect();
         let _ = writeln!(
             out,
-            "| {m} ({}) | {} | {:.1} | {:.1}, {:.1} ({}) | {} / {} | {} | {:.1} / {:.1} | {:.3} |",
+            "| {m} ({}) | {} | {:.1} | {:.1} ({}), {:.1} | {} / {} | {} | {:.1} / {:.1} | {:.3} |",
             split.join(" + "),
             ms.len(),
             median_of(|x| x.sync_seconds),
-            median_of(|x| x.calls_per_interval),
             median_of(|x| x.listings_per_interval),
             discovery_expected_calls(*m),
+            median_of(|x| x.calls_per_interval - x.listings_per_interval),
             median_of(|x| x.groups_listing),
             median_of(|x| x.groups_ids),
             median_of(|x| x.status_writes_per_interval),
@@ -998,7 +1031,8 @@ fn discovery_table(results: &[(usize, Vec<DiscoveryMeasurement>)], interval: Dur
     let _ = writeln!(
         out,
         "\nOne `CompShareDiscovery` over {} (its `pollInterval` and the resources' poll interval \
-         {}); medians over the runs.",
+         {}), and {WATCHED_BY_ID} hand-written resources of another account that no listing \
+         covers; medians over the runs.",
         REGIONS.join(" and "),
         humantime::format_duration(interval)
     );
@@ -1091,11 +1125,12 @@ fn discovery_report(
     format!(
         "## Discovery\n\n\
          M machines and no resources; one `CompShareDiscovery` creates a resource per machine, and\n\
-         its listing is their observation. Time from the discovery's creation until every machine\n\
-         has a `Synced=True` resource showing its state; in steady state, `DescribeCompShareInstance`\n\
-         calls per interval at the simulator (all, and those that were listings: the rest asked by\n\
-         id), status writes (the apiserver's count), and which way each poll group observes\n\
-         (`compshare_poll_group_source`).\n\n{}\n",
+         its listing is their observation. Beside them, a few hand-written resources of another\n\
+         account, which no listing covers: their group asks by id. Time from the discovery's\n\
+         creation until every machine has a `Synced=True` resource showing its state; in steady\n\
+         state, `DescribeCompShareInstance` calls per interval at the simulator (listings, and\n\
+         calls by id), status writes (the apiserver's count), and which way each poll group\n\
+         observes (`compshare_poll_group_source`).\n\n{}\n",
         discovery_table(discovered, interval)
     )
 }
