@@ -13,10 +13,10 @@ use crate::resource::CompShareInstance;
 
 /// The record of the files the last run wrote, in the directory itself (it is committed with
 /// them, so a job running in a fresh checkout finds it).
-pub(super) const RECORD: &str = ".compshare-import";
+const RECORD: &str = ".compshare-import";
 const KUSTOMIZATION: &str = "kustomization.yaml";
 const RECORD_HEADER: &str = "# Files written by `compshare-operator import` into this directory; the next run into it\n\
-# removes those it no longer writes (machines gone from the account). Other files are left alone.\n";
+# removes those it no longer writes (machines gone, or filtered out). Other files are left alone.\n";
 
 /// How to write the directory.
 pub(super) struct Output {
@@ -72,7 +72,9 @@ pub(super) fn write(
     for stale in stale {
         let path = dir.join(stale);
         match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!(file = %path.display(), "removed: its machine is gone"),
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "removed: its machine is no longer listed (gone, or filtered out)")
+            }
             // Removed by hand since: nothing left to do.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
