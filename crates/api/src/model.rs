@@ -202,6 +202,7 @@ impl Instance {
             ip_set: f.list("IPSet", |ip| IpInfo {
                 ip: ip.string("IP"),
                 r#type: ip.string("Type"),
+                vpc_id: ip.string("VPCId"),
             }),
             softwares: f.list("Softwares", |s| Software {
                 name: s.string("Name"),
@@ -242,6 +243,8 @@ pub struct IpInfo {
     pub ip: CompactString,
     /// `Internation` (sic) and `Bgp` are public, `Private` is internal.
     pub r#type: CompactString,
+    /// The VPC (`uvnet-…`) the address is in; empty when the answer names none.
+    pub vpc_id: CompactString,
 }
 
 /// Whether an address is reachable from outside the cloud's network.
@@ -423,7 +426,7 @@ mod tests {
             "CompShareImageName": "PyTorch", "CompShareImageType": "System",
             "InstanceType": "UHost", "OsName": "Ubuntu", "OsType": "Linux",
             "Password": "dWNsb3VkLmNu", "SshLoginCommand": "ssh root@1.2.3.4 -p 22",
-            "IPSet": [{"IP": "1.2.3.4", "Type": "Bgp"}],
+            "IPSet": [{"IP": "1.2.3.4", "Type": "Bgp", "VPCId": "uvnet-1"}],
             "Softwares": [{"Name": "JupyterLab", "URL": "https://1.2.3.4:8888"}],
         })
     }
@@ -436,7 +439,10 @@ mod tests {
         assert_eq!(i.dropped_fields, ["Softwares"]);
         assert!(i.softwares.is_empty());
         assert_eq!((i.state.as_str(), i.cpu), ("Running", Some(16)));
-        assert_eq!(i.ip_set[0].ip, "1.2.3.4");
+        assert_eq!(
+            (i.ip_set[0].ip.as_str(), i.ip_set[0].vpc_id.as_str()),
+            ("1.2.3.4", "uvnet-1")
+        );
     }
 
     #[test]
@@ -513,6 +519,7 @@ mod tests {
         let ip = |ip: &str, t: &str| IpInfo {
             ip: ip.into(),
             r#type: t.into(),
+            ..IpInfo::default()
         };
         assert_eq!(ip("1.2.3.4", "Internation").reach(), Reach::External);
         assert_eq!(ip("1.2.3.4", "Bgp").reach(), Reach::External);

@@ -10,9 +10,17 @@
 //! - resident memory of the operator, peak and steady;
 //! - the time from a state change in the simulator to that resource's status (median and p99).
 //!
+//! The discovery scenario (`--discovery-sizes`) starts from M machines and no resources: one
+//! `CompShareDiscovery` makes a resource for each, and the listing is their observation; beside
+//! them, a few hand-written resources of another account that no listing covers. It measures the
+//! time until every machine has a synced resource, cloud calls per interval (the design:
+//! ⌈M/100⌉ listings per region and nothing by id for the discovered resources, one call by id for
+//! the few) and which way each poll group observes (`compshare_poll_group_source`).
+//!
 //! ```text
 //! cargo bench --bench scale                      # the full benchmark; writes BENCHMARKS.md
 //! cargo bench --bench scale -- --sizes 1000 --runs 1 --modes batched
+//! cargo bench --bench scale -- --sizes --spread-sizes --discovery-sizes 1000 --runs 1
 //! cargo bench --bench scale -- --smoke           # N = 100 once; fails if a target is missed
 //! ```
 
@@ -24,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use compshare_api::DESCRIBE_ACTION;
-use compshare_operator::resource::CompShareInstance;
-use compshare_simulator::{AdminClient, Fixture, Simulator};
+use compshare_operator::resource::{CompShareDiscovery, CompShareInstance};
+use compshare_simulator::{AdminClient, Fixture, Simulator, SimulatorHandle};
 use compshare_test_support::{Operator, OperatorBuilder, apiserver_writes};
 use compshare_testbed::{ControlPlane, Options};
 use futures::{StreamExt, TryStreamExt};
@@ -38,8 +46,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Parser)]
 #[command(about = "Scale benchmark of compshare-operator")]
 struct Args {
-    /// Numbers of resources, one account and region.
-    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    /// Numbers of resources, one account and region (none: `--sizes` alone).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000", num_args = 0..)]
     sizes: Vec<usize>,
     /// Numbers of resources spread over 3 accounts × 2 regions (none: `--spread-sizes` alone).
     #[arg(long, value_delimiter = ',', default_value = "1000", num_args = 0..)]
@@ -58,6 +66,10 @@ struct Args {
     changes: usize,
     #[arg(long, value_delimiter = ',', default_value = "batched,per-object")]
     modes: Vec<Mode>,
+    /// Numbers of machines for the discovery scenario: spread over 2 regions, one
+    /// `CompShareDiscovery` listing them every poll interval (none: `--discovery-sizes` alone).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000", num_args = 0..)]
+    discovery_sizes: Vec<usize>,
     /// Where to write the report (Markdown). By default the repository's BENCHMARKS.md: `cargo
     /// bench` runs a benchmark in its crate's directory, not where it was typed.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../BENCHMARKS.md"))]
@@ -198,6 +210,22 @@ async fn main() {
         }
         results.push((scenario, measurements));
     }
+    let discovery_sizes: &[usize] = if args.smoke {
+        &[]
+    } else {
+        &args.discovery_sizes
+    };
+    let mut discovered: Vec<(usize, Vec<DiscoveryMeasurement>)> = Vec::new();
+    for &m in discovery_sizes {
+        let mut measurements = Vec::new();
+        for run in 1..=runs {
+            eprintln!("== discovery M={m} run {run}/{runs}");
+            let measured = run_discovery(m, &args).await;
+            eprintln!("   {measured:?}");
+            measurements.push(measured);
+        }
+        discovered.push((m, measurements));
+    }
 
     if args.smoke {
         let (scenario, measurements) = &results[0];
@@ -237,7 +265,7 @@ async fn main() {
         return;
     }
 
-    let report = report(&results, &args);
+    let report = report(&results, &discovered, &args);
     println!("{report}");
     // The analysis below the marker is written by people; a new run replaces only the figures.
     let analysis = std::fs::read_to_string(&args.output)
@@ -253,24 +281,11 @@ const ANALYSIS_MARKER: &str =
 
 async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     let interval = args.interval;
-    let control_plane = tokio::task::spawn_blocking(|| ControlPlane::start(Options::default()))
-        .await
-        .unwrap()
-        .expect("a control plane");
-    compshare_test_support::install_crd(&control_plane).await;
-    let client = control_plane.client().await;
-    let namespace = control_plane.create_namespace("scale").await.unwrap();
+    let (control_plane, client, namespace) = cluster().await;
     let api: Api<CompShareInstance> = Api::namespaced(client.clone(), &namespace);
 
     // The simulator, with N running instances spread over the groups.
-    let accounts: Vec<(String, String)> = (0..scenario.accounts)
-        .map(|a| {
-            (
-                format!("bench-public-{a}"),
-                format!("bench-private-{a}-0123456789"),
-            )
-        })
-        .collect();
+    let accounts = accounts(scenario.accounts);
     let group_of = |i: usize| {
         (
             i % scenario.accounts,
@@ -280,48 +295,15 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     let instances: Vec<Value> = (0..scenario.n)
         .map(|i| {
             let (account, region) = group_of(i);
-            let mut instance = compshare_test_support::running(
-                &uhost(i),
-                &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-            );
+            let mut instance = machine(i);
             instance["Region"] = json!(REGIONS[region]);
             instance["Owner"] = json!(accounts[account].0);
             instance
         })
         .collect();
-    let fixture = accounts
-        .iter()
-        .fold(Fixture::builder(), |f, (public, private)| {
-            f.account(public, private)
-        })
-        .instances(instances)
-        .build()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let simulator = Simulator::start(listener, fixture);
-    let admin = AdminClient::new(&simulator.endpoint());
-
-    // Credentials, then the resources.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(client.clone(), &namespace);
-    for (a, (public, private)) in accounts.iter().enumerate() {
-        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("keys-{a}")},
-            "stringData": {"publicKey": public, "privateKey": private},
-        }))
-        .unwrap();
-        secrets
-            .patch(
-                &format!("keys-{a}"),
-                &PatchParams::apply("bench"),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .unwrap();
-    }
-    let interval_text = humantime::format_duration(interval)
-        .to_string()
-        .replace(' ', "");
+    let (simulator, admin) = simulator(&accounts, instances).await;
+    create_secrets(&client, &namespace, &accounts).await;
+    let interval_text = duration_text(interval);
     create_all(
         &api,
         (0..scenario.n).map(|i| {
@@ -347,27 +329,9 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     );
     let logs = tempfile::tempdir().unwrap();
     admin.reset_counters().await.unwrap();
-    let mut builder = OperatorBuilder::new(
-        &simulator.endpoint(),
-        &control_plane.kubeconfig_path(),
-        logs.path(),
-    )
-    .namespace(&namespace)
-    .log_filter("info")
-    .arg("--account-calls-per-minute")
-    .arg("1000000")
-    .arg("--account-burst")
-    .arg("100000");
+    let mut builder = operator(args, &simulator, &control_plane, logs.path(), &namespace);
     if scenario.mode == Mode::PerObject {
         builder = builder.arg("--per-object-polling");
-    }
-    if let Some(wrapper) = &args.operator_wrapper {
-        let words: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
-        builder = builder.wrapper(&words);
-    }
-    for pair in &args.operator_env {
-        let (key, value) = pair.split_once('=').expect("--operator-env KEY=VALUE");
-        builder = builder.env(key, value);
     }
     let writes_before = apiserver_writes(&client, "compshareinstances", Some("status")).await;
     let started = Instant::now();
@@ -417,18 +381,7 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         .collect();
     latencies.sort_by(f64::total_cmp);
 
-    if let Some(hold) = args.hold {
-        eprintln!(
-            "   holding for {hold:?}; KUBECONFIG={}",
-            control_plane.kubeconfig_path().display()
-        );
-        tokio::time::sleep(hold).await;
-    }
-    drop(operator);
-    drop(simulator);
-    tokio::task::spawn_blocking(move || control_plane.stop())
-        .await
-        .unwrap();
+    hold_then_stop(args, operator, simulator, control_plane).await;
 
     Measurement {
         sync_seconds,
@@ -446,6 +399,280 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         latency_max: latencies.last().copied().unwrap_or(0.0),
         sync_status_writes,
         apiserver_write_rate,
+    }
+}
+
+/// A fresh control plane with the CRDs, a client, and a namespace to work in.
+async fn cluster() -> (ControlPlane, kube::Client, String) {
+    let control_plane = tokio::task::spawn_blocking(|| ControlPlane::start(Options::default()))
+        .await
+        .unwrap()
+        .expect("a control plane");
+    compshare_test_support::install_crd(&control_plane).await;
+    let client = control_plane.client().await;
+    let namespace = control_plane.create_namespace("scale").await.unwrap();
+    (control_plane, client, namespace)
+}
+
+/// The key pairs of `count` accounts.
+fn accounts(count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|a| {
+            (
+                format!("bench-public-{a}"),
+                format!("bench-private-{a}-0123456789"),
+            )
+        })
+        .collect()
+}
+
+/// Running machine number `i`, in cn-wlcb, of the first account.
+fn machine(i: usize) -> Value {
+    compshare_test_support::running(
+        &uhost(i),
+        &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+    )
+}
+
+/// A simulator of these accounts holding `instances`, and its admin interface.
+async fn simulator(
+    accounts: &[(String, String)],
+    instances: Vec<Value>,
+) -> (SimulatorHandle, AdminClient) {
+    let fixture = accounts
+        .iter()
+        .fold(Fixture::builder(), |f, (public, private)| {
+            f.account(public, private)
+        })
+        .instances(instances)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let simulator = Simulator::start(listener, fixture);
+    let admin = AdminClient::new(&simulator.endpoint());
+    (simulator, admin)
+}
+
+/// One credentials Secret per account, `keys-<account>`.
+async fn create_secrets(client: &kube::Client, namespace: &str, accounts: &[(String, String)]) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace);
+    for (a, (public, private)) in accounts.iter().enumerate() {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("keys-{a}")},
+            "stringData": {"publicKey": public, "privateKey": private},
+        }))
+        .unwrap();
+        secrets
+            .patch(
+                &format!("keys-{a}"),
+                &PatchParams::apply("bench"),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// The operator as every scenario runs it: no rate limit of its own in the way, and the
+/// wrapper and environment asked for.
+fn operator(
+    args: &Args,
+    simulator: &SimulatorHandle,
+    control_plane: &ControlPlane,
+    logs: &std::path::Path,
+    namespace: &str,
+) -> OperatorBuilder {
+    let mut builder = OperatorBuilder::new(
+        &simulator.endpoint(),
+        &control_plane.kubeconfig_path(),
+        logs,
+    )
+    .namespace(namespace)
+    .log_filter("info")
+    .arg("--account-calls-per-minute")
+    .arg("1000000")
+    .arg("--account-burst")
+    .arg("100000");
+    if let Some(wrapper) = &args.operator_wrapper {
+        let words: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
+        builder = builder.wrapper(&words);
+    }
+    for pair in &args.operator_env {
+        let (key, value) = pair.split_once('=').expect("--operator-env KEY=VALUE");
+        builder = builder.env(key, value);
+    }
+    builder
+}
+
+/// Keeps everything running for `--hold`, then stops the operator, the simulator and the
+/// control plane.
+async fn hold_then_stop(
+    args: &Args,
+    operator: Operator,
+    simulator: SimulatorHandle,
+    control_plane: ControlPlane,
+) {
+    if let Some(hold) = args.hold {
+        eprintln!(
+            "   holding for {hold:?}; KUBECONFIG={}",
+            control_plane.kubeconfig_path().display()
+        );
+        tokio::time::sleep(hold).await;
+    }
+    drop(operator);
+    drop(simulator);
+    tokio::task::spawn_blocking(move || control_plane.stop())
+        .await
+        .unwrap();
+}
+
+/// A duration as the CRDs take it: `10s`, `1m30s`.
+fn duration_text(duration: Duration) -> String {
+    humantime::format_duration(duration)
+        .to_string()
+        .replace(' ', "")
+}
+
+/// What the discovery scenario measures.
+#[derive(Clone, Debug, Default)]
+struct DiscoveryMeasurement {
+    /// From the discovery's creation until every machine has a resource that is `Synced=True`
+    /// and shows the machine's state.
+    sync_seconds: f64,
+    /// `DescribeCompShareInstance` calls per interval in steady state, all of them...
+    calls_per_interval: f64,
+    /// ...and those that were listings (no `UHostIds`): the rest asked by id (the hand-written
+    /// resources' group).
+    listings_per_interval: f64,
+    /// Poll groups observing from the listing, and by id (`compshare_poll_group_source`), at the
+    /// end of the steady window.
+    groups_listing: f64,
+    groups_ids: f64,
+    status_writes_per_interval: f64,
+    cpu_per_interval: f64,
+    rss_peak_mib: f64,
+    rss_steady_mib: f64,
+}
+
+/// The machines of the discovery scenario per region: `m` spread over [`REGIONS`].
+fn discovery_split(m: usize) -> impl Iterator<Item = usize> {
+    (0..REGIONS.len()).map(move |r| members_of_group(m, REGIONS.len(), r))
+}
+
+/// Calls per interval the design promises for `m` machines: ⌈machines/100⌉ per region.
+fn discovery_expected_calls(m: usize) -> usize {
+    discovery_split(m).map(|n| n.div_ceil(100)).sum()
+}
+
+/// Resources written by hand in the discovery scenario, for machines of a second account that no
+/// discovery lists: their poll group has no listing to observe from and asks by id, the other
+/// branch of the per-group choice, at ⌈10/100⌉ = 1 call per interval.
+const WATCHED_BY_ID: usize = 10;
+
+/// M machines over two regions and no resource; the operator and one `CompShareDiscovery` listing
+/// every `--interval`, the resources it creates polling at the same interval (the operator's
+/// default), so that the listing is their only observation. Beside them, [`WATCHED_BY_ID`]
+/// hand-written resources of another account in one region, observed by id.
+async fn run_discovery(m: usize, args: &Args) -> DiscoveryMeasurement {
+    let interval = args.interval;
+    let (control_plane, client, namespace) = cluster().await;
+    let api: Api<CompShareInstance> = Api::namespaced(client.clone(), &namespace);
+    let accounts = accounts(2);
+    // The listed account's machines are named by their ids (the console's default), so that each
+    // resource is named by its id; the second account's follow them.
+    let instances: Vec<Value> = (0..m + WATCHED_BY_ID)
+        .map(|i| {
+            let listed = i < m;
+            let mut instance = machine(i);
+            instance["Name"] = json!(uhost(i));
+            // The second account's all in one region: one group.
+            instance["Region"] = json!(REGIONS[if listed { i % REGIONS.len() } else { 0 }]);
+            instance["Owner"] = json!(accounts[usize::from(!listed)].0);
+            instance
+        })
+        .collect();
+    let (simulator, admin) = simulator(&accounts, instances).await;
+    create_secrets(&client, &namespace, &accounts).await;
+    create_all(
+        &api,
+        (m..m + WATCHED_BY_ID).map(|i| {
+            serde_json::from_value(json!({
+                "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareInstance",
+                "metadata": {"name": name(i)},
+                "spec": {
+                    "uhostId": uhost(i), "region": REGIONS[0],
+                    "credentialsRef": {"name": "keys-1"},
+                },
+            }))
+            .unwrap()
+        }),
+    )
+    .await;
+
+    let tracker = Tracker::start(
+        api,
+        (0..m)
+            .map(uhost)
+            .chain((m..m + WATCHED_BY_ID).map(name))
+            .map(|resource| (resource, "Running".to_owned())),
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let operator = operator(args, &simulator, &control_plane, logs.path(), &namespace)
+        .arg("--default-poll-interval")
+        .arg(duration_text(interval))
+        .start()
+        .await;
+    eprintln!("   operator pid {}", operator.pid());
+    admin.reset_counters().await.unwrap();
+    let discovery: CompShareDiscovery = serde_json::from_value(json!({
+        "apiVersion": "compshare.ucloud.cn/v1alpha1", "kind": "CompShareDiscovery",
+        "metadata": {"name": "account"},
+        "spec": {
+            "credentialsRef": {"name": "keys-0"},
+            "regions": REGIONS,
+            "pollInterval": duration_text(interval),
+        },
+    }))
+    .unwrap();
+    let started = Instant::now();
+    Api::<CompShareDiscovery>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &discovery)
+        .await
+        .expect("create the discovery");
+    tracker.wait_all(Duration::from_secs(1200)).await;
+    let sync_seconds = started.elapsed().as_secs_f64();
+
+    // Steady state: settle one interval, then count whole intervals.
+    tokio::time::sleep(interval).await;
+    let before = Snapshot::take(&admin, &operator, &client).await;
+    tokio::time::sleep(interval * args.steady_intervals).await;
+    let after = Snapshot::take(&admin, &operator, &client).await;
+    let per_interval = |a: f64, b: f64| (b - a) / f64::from(args.steady_intervals);
+    let (rss_peak, rss_steady) = memory_mib(operator.pid());
+    let metrics = operator.metrics().await;
+    let groups = |source: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("compshare_poll_group_source{")
+                    && l.ends_with(&format!("source=\"{source}\"}} 1"))
+            })
+            .count() as f64
+    };
+    let (groups_listing, groups_ids) = (groups("listing"), groups("ids"));
+    hold_then_stop(args, operator, simulator, control_plane).await;
+
+    DiscoveryMeasurement {
+        sync_seconds,
+        calls_per_interval: per_interval(before.calls, after.calls),
+        listings_per_interval: per_interval(before.listings, after.listings),
+        groups_listing,
+        groups_ids,
+        status_writes_per_interval: per_interval(before.apiserver_status, after.apiserver_status),
+        cpu_per_interval: per_interval(before.cpu, after.cpu),
+        rss_peak_mib: rss_peak,
+        rss_steady_mib: rss_steady,
     }
 }
 
@@ -628,6 +855,8 @@ impl Tracker {
 /// Counters read before and after the steady-state window.
 struct Snapshot {
     calls: f64,
+    /// Of the calls, listings (`DescribeCompShareInstance` without ids).
+    listings: f64,
     operator_status: f64,
     operator_events: f64,
     apiserver_status: f64,
@@ -637,8 +866,10 @@ struct Snapshot {
 
 impl Snapshot {
     async fn take(admin: &AdminClient, operator: &Operator, client: &kube::Client) -> Snapshot {
+        let counters = admin.counters().await.unwrap();
         Snapshot {
-            calls: admin.counters().await.unwrap().calls(DESCRIBE_ACTION) as f64,
+            calls: counters.calls(DESCRIBE_ACTION) as f64,
+            listings: counters.listings() as f64,
             operator_status: operator
                 .metric("compshare_kube_writes_total{kind=\"status\"}")
                 .await,
@@ -770,6 +1001,44 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
     out
 }
 
+fn discovery_table(results: &[(usize, Vec<DiscoveryMeasurement>)], interval: Duration) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| M machines (per region) | runs | time until every machine has a synced resource (s) | calls / interval: listings (design: ⌈M/100⌉ per region), by id (design: 1) | poll groups observing from the listing / by id (design: 2 / 1) | status writes / interval | RSS peak / steady (MiB) | CPU s per interval |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (m, ms) in results {
+        let median_of = |f: fn(&DiscoveryMeasurement) -> f64| median(ms.iter().map(f));
+        let split: Vec<String> = discovery_split(*m).map(|n| n.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "| {m} ({}) | {} | {:.1} | {:.1} ({}), {:.1} | {} / {} | {} | {:.1} / {:.1} | {:.3} |",
+            split.join(" + "),
+            ms.len(),
+            median_of(|x| x.sync_seconds),
+            median_of(|x| x.listings_per_interval),
+            discovery_expected_calls(*m),
+            median_of(|x| x.calls_per_interval - x.listings_per_interval),
+            median_of(|x| x.groups_listing),
+            median_of(|x| x.groups_ids),
+            median_of(|x| x.status_writes_per_interval),
+            median_of(|x| x.rss_peak_mib),
+            median_of(|x| x.rss_steady_mib),
+            median_of(|x| x.cpu_per_interval),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nOne `CompShareDiscovery` over {} (its `pollInterval` and the resources' poll interval \
+         {}), and {WATCHED_BY_ID} hand-written resources of another account that no listing \
+         covers; medians over the runs.",
+        REGIONS.join(" and "),
+        humantime::format_duration(interval)
+    );
+    out
+}
+
 fn ratios(results: &[(Scenario, Vec<Measurement>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -808,8 +1077,12 @@ fn ratios(results: &[(Scenario, Vec<Measurement>)]) -> String {
     out
 }
 
-fn report(results: &[(Scenario, Vec<Measurement>)], args: &Args) -> String {
-    let machine = machine();
+fn report(
+    results: &[(Scenario, Vec<Measurement>)],
+    discovered: &[(usize, Vec<DiscoveryMeasurement>)],
+    args: &Args,
+) -> String {
+    let machine = machine_description();
     let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC");
     let command = std::env::args()
         .skip(1)
@@ -831,16 +1104,38 @@ fn report(results: &[(Scenario, Vec<Measurement>)], args: &Args) -> String {
          `per-object` is the comparison mode (`--per-object-polling`): one call per resource per\n\
          interval, as every peer operator polls.\n\n\
          ## Results\n\n{}\n\
-         ## Per-object mode relative to batched (same machine, same runs)\n\n{}\n",
+         ## Per-object mode relative to batched (same machine, same runs)\n\n{}\n{}",
         if command.is_empty() { "" } else { " -- " },
         args.steady_intervals,
         args.changes,
         table(results, args.interval),
         ratios(results),
+        discovery_report(discovered, args.interval),
     )
 }
 
-fn machine() -> String {
+/// The discovery section of the report, when the scenario ran.
+fn discovery_report(
+    discovered: &[(usize, Vec<DiscoveryMeasurement>)],
+    interval: Duration,
+) -> String {
+    if discovered.is_empty() {
+        return String::new();
+    }
+    format!(
+        "## Discovery\n\n\
+         M machines and no resources; one `CompShareDiscovery` creates a resource per machine, and\n\
+         its listing is their observation. Beside them, a few hand-written resources of another\n\
+         account, which no listing covers: their group asks by id. Time from the discovery's\n\
+         creation until every machine has a `Synced=True` resource showing its state; in steady\n\
+         state, `DescribeCompShareInstance` calls per interval at the simulator (listings, and\n\
+         calls by id), status writes (the apiserver's count), and which way each poll group\n\
+         observes (`compshare_poll_group_source`).\n\n{}\n",
+        discovery_table(discovered, interval)
+    )
+}
+
+fn machine_description() -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);

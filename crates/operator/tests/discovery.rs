@@ -6,7 +6,7 @@
 //! ⌈machines/100⌉ calls per region and is the observation of the resources (no call by id beside
 //! it), the grace period's clock survives an operator restart,
 //! deleting the discovery deletes its resources (not the machines), bad keys show in the
-//! conditions, and admission refuses bad specs. Discovery only reads: every bed asserts that no state-changing call reached the
+//! conditions, a VPC filter keeps the machines of its VPCs, and admission refuses bad specs. Discovery only reads: every bed asserts that no state-changing call reached the
 //! simulator.
 
 use std::collections::BTreeMap;
@@ -530,6 +530,70 @@ async fn the_grace_period_survives_a_restart_and_deleting_the_discovery_deletes_
     assert_eq!(bed.machine_count().await, 2);
 }
 
+/// `filters.vpcs` keeps the machines with an address in one of the VPCs, read from the listing's
+/// `IPSet` (the listing itself is not narrowed: it is every resource's observation); a machine
+/// moved out of the VPC no longer matches and is marked like a vanished one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vpc_filter_keeps_the_machines_of_its_vpcs() {
+    let vpc_of = |i: usize| match i % 3 {
+        0 => None,
+        1 => Some("uvnet-a"),
+        _ => Some("uvnet-b"),
+    };
+    let fixture: Vec<Value> = machines()
+        .into_iter()
+        .take(9)
+        .enumerate()
+        .map(|(i, mut machine)| {
+            machine["IPSet"] = json!(vpc_of(i).map_or(Vec::new(), |vpc| vec![
+                json!({"IP": "10.9.0.4", "Type": "Private", "VPCId": vpc, "SubnetId": "subnet-1"})
+            ]));
+            machine
+        })
+        .collect();
+    let in_a: BTreeMap<String, String> = fixture
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| vpc_of(*i) == Some("uvnet-a"))
+        .map(|(_, m)| (id(m).to_owned(), expected_name(m)))
+        .collect();
+    let bed = Bed::new("discovery-vpc", fixture.clone()).await;
+    bed.credentials("keys").await;
+    let _operator = bed.operator().start().await;
+    create_discovery(
+        &bed,
+        DISCOVERY,
+        json!({
+            "credentialsRef": {"name": "keys"}, "regions": [WLCB], "pollInterval": "10s",
+            "filters": {"vpcs": ["uvnet-a"]},
+        }),
+    )
+    .await;
+    let d = wait_discovery(&bed, DISCOVERY, "listed", Duration::from_secs(30), |d| {
+        d.status.as_ref().and_then(|s| s.resources_managed) == Some(in_a.len() as i64)
+    })
+    .await;
+    assert_eq!(d.status.unwrap().machines_found, Some(in_a.len() as i64));
+    let found: BTreeMap<String, String> = discovered(&bed)
+        .await
+        .into_iter()
+        .map(|(id, r)| (id, r.name_any()))
+        .collect();
+    assert_eq!(found, in_a);
+
+    // One machine moves to another VPC: no longer matching, its resource is marked missing.
+    let (moved, moved_name) = in_a.first_key_value().unwrap();
+    bed.set_instance(
+        moved,
+        json!({"IPSet": [{"IP": "10.9.0.4", "Type": "Private", "VPCId": "uvnet-b", "SubnetId": "subnet-1"}]}),
+    )
+    .await;
+    bed.wait_for(moved_name, "marked missing", Duration::from_secs(30), |r| {
+        r.annotations().contains_key(MISSING_SINCE)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_keys_and_missing_credentials_show_in_the_conditions_and_change_nothing() {
     let fixture: Vec<Value> = machines().into_iter().take(3).collect();
@@ -600,7 +664,7 @@ async fn admission_refuses_bad_specs_with_clear_messages() {
         &CompShareDiscovery::api_resource(),
     );
     let long_name = "d".repeat(64);
-    let cases: [(&str, Value, &str); 7] = [
+    let cases: [(&str, Value, &str); 8] = [
         (
             "a",
             json!({"pollInterval": "5s"}),
@@ -631,6 +695,11 @@ async fn admission_refuses_bad_specs_with_clear_messages() {
             json!({"filters": {"names": ["trainer-[0-9"]}}),
             "every '[' needs its ']'",
         ),
+        (
+            "g",
+            json!({"filters": {"vpcs": ["uvnet 1"]}}),
+            "filters.vpcs must be CompShare VPC ids",
+        ),
         (&long_name, json!({}), "at most 63 characters"),
     ];
     for (name, spec, expected) in cases {
@@ -652,7 +721,7 @@ async fn admission_refuses_bad_specs_with_clear_messages() {
     create_discovery(
         &bed,
         "good",
-        json!({"regions": [WLCB], "filters": {"names": ["trainer-*", "{a,b}?"], "states": ["Running"]}, "gracePeriod": "0s"}),
+        json!({"regions": [WLCB], "filters": {"names": ["trainer-*", "{a,b}?"], "states": ["Running"], "vpcs": ["uvnet-abc123"]}, "gracePeriod": "0s"}),
     )
     .await;
     let d = discoveries(&bed).get("good").await.unwrap();

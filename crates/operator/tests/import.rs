@@ -1,7 +1,8 @@
 //! `compshare-operator import`, the real binary against the simulator and the test bed's real
 //! apiserver: 250 machines in two regions (more than one page in each) become manifests the
 //! apiserver accepts, the same bytes every time; filters, bad keys, throttling, an empty account,
-//! a directory with a kustomization, and keys from a Secret, a key file or the environment.
+//! a directory with a kustomization that a rerun prunes of gone machines' files (and only those),
+//! and keys from a Secret, a key file or the environment.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -25,6 +26,8 @@ struct Machine {
     state: &'static str,
     tag: &'static str,
     gpu_type: &'static str,
+    /// The VPC of its private address; `None`: no address at all (as containers often have).
+    vpc: Option<&'static str>,
 }
 
 impl Machine {
@@ -42,7 +45,8 @@ impl Machine {
 
 /// The fixture's machines: every tenth is called `trainer` (one name, many machines), every
 /// tenth another has a name with no Latin letter; a third are stopped, a quarter in business group
-/// `ml`, a fifth A800s; zones alternate.
+/// `ml`, a fifth A800s; zones alternate; of every seven, one has no address, three are in VPC
+/// `uvnet-a` and three in `uvnet-b`.
 fn machines() -> Vec<Machine> {
     (0..MACHINES)
         .map(|i| {
@@ -59,6 +63,11 @@ fn machines() -> Vec<Machine> {
                 state: if i % 3 == 0 { "Stopped" } else { "Running" },
                 tag: if i % 4 == 0 { "ml" } else { "Default" },
                 gpu_type: if i % 5 == 0 { "A800" } else { "4090" },
+                vpc: match i % 7 {
+                    0 => None,
+                    1..=3 => Some("uvnet-a"),
+                    _ => Some("uvnet-b"),
+                },
             }
         })
         .collect()
@@ -68,9 +77,14 @@ async fn bed(name: &str) -> Bed {
     let instances = machines()
         .into_iter()
         .map(|m| {
+            let ip_set: Vec<Value> = m
+                .vpc
+                .iter()
+                .map(|vpc| json!({"IP": "10.9.0.4", "Type": "Private", "VPCId": vpc, "SubnetId": "subnet-1"}))
+                .collect();
             json!({
                 "UHostId": m.id, "Name": m.name, "Region": m.region, "Zone": m.zone,
-                "State": m.state, "Tag": m.tag, "GpuType": m.gpu_type,
+                "State": m.state, "Tag": m.tag, "GpuType": m.gpu_type, "IPSet": ip_set,
             })
         })
         .collect();
@@ -230,7 +244,7 @@ async fn filters_keep_exactly_the_machines_they_name() {
             .map(|m| m.id.clone())
             .collect()
     };
-    let cases: [(&[&str], BTreeSet<String>); 7] = [
+    let cases: [(&[&str], BTreeSet<String>); 9] = [
         (&["--region", SH2], ids(&|m| m.region == SH2)),
         (&["--zone", "cn-wlcb-02"], ids(&|m| m.zone == "cn-wlcb-02")),
         (
@@ -240,15 +254,23 @@ async fn filters_keep_exactly_the_machines_they_name() {
         (&["--tag", "ml"], ids(&|m| m.tag == "ml")),
         (&["--name", "train*"], ids(&|m| m.name == "trainer")),
         (&["--state", "stopped"], ids(&|m| m.state == "Stopped")),
+        (&["--vpc", "uvnet-b"], ids(&|m| m.vpc == Some("uvnet-b"))),
+        // Machines without an address are in neither.
+        (
+            &["--vpc", "uvnet-a", "--vpc", "uvnet-b"],
+            ids(&|m| m.vpc.is_some()),
+        ),
         (
             &[
                 "--region", WLCB, "--state", "Running", "--tag", "ml", "--name", "Worker *",
+                "--vpc", "uvnet-a",
             ],
             ids(&|m| {
                 m.region == WLCB
                     && m.state == "Running"
                     && m.tag == "ml"
                     && m.name.starts_with("Worker")
+                    && m.vpc == Some("uvnet-a")
             }),
         ),
     ];
@@ -271,6 +293,9 @@ async fn filters_keep_exactly_the_machines_they_name() {
     let bad = import_with(&bed, &["--name", "trainer[", "--region", SH2]).await;
     assert!(!bad.ok);
     assert!(bad.stderr.contains("--name"), "{}", bad.stderr);
+    let empty = import_with(&bed, &["--vpc", "", "--region", SH2]).await;
+    assert!(!empty.ok);
+    assert!(empty.stderr.contains("--vpc"), "{}", empty.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,6 +417,17 @@ async fn an_empty_account_prints_nothing_and_says_so() {
     );
 }
 
+/// The file names in `dir` but the record and the kustomization, sorted.
+fn manifest_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f != "kustomization.yaml" && f != ".compshare-import")
+        .collect();
+    files.sort();
+    files
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_with_a_kustomization_from_a_key_file() {
     let bed = bed("import-out-dir").await;
@@ -403,23 +439,21 @@ async fn a_directory_with_a_kustomization_from_a_key_file() {
     )
     .unwrap();
     let out = dir.path().join("machines");
-    let mut command = import(&bed);
-    command
-        .env_remove("COMPSHARE_PUBLIC_KEY")
-        .env_remove("COMPSHARE_PRIVATE_KEY")
-        .args(["--key-file", key_file.to_str().unwrap()])
-        .args(["--out-dir", out.to_str().unwrap(), "--kustomization"])
-        .args(["--namespace", &bed.namespace, "--credentials-ref", "keys"]);
-    let outcome = run(command).await;
+    let command = || {
+        let mut command = import(&bed);
+        command
+            .env_remove("COMPSHARE_PUBLIC_KEY")
+            .env_remove("COMPSHARE_PRIVATE_KEY")
+            .args(["--key-file", key_file.to_str().unwrap()])
+            .args(["--out-dir", out.to_str().unwrap(), "--kustomization"])
+            .args(["--namespace", &bed.namespace, "--credentials-ref", "keys"]);
+        command
+    };
+    let outcome = run(command()).await;
     assert!(outcome.ok, "{}", outcome.stderr);
     assert!(outcome.stdout.is_empty(), "{}", outcome.stdout);
 
-    let mut files: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| f != "kustomization.yaml")
-        .collect();
-    files.sort();
+    let files = manifest_files(&out);
     assert_eq!(files.len(), MACHINES);
     let expected: BTreeSet<String> = machines()
         .iter()
@@ -441,6 +475,34 @@ async fn a_directory_with_a_kustomization_from_a_key_file() {
     // kubectl builds the kustomization and the apiserver accepts every resource (dry run).
     let applied = bed.kubectl(&["apply", "--dry-run=server", "-k", out.to_str().unwrap()]);
     assert_eq!(applied.lines().count(), MACHINES, "{applied}");
+
+    // A machine released since: the scheduled rerun into the same directory drops its file, and
+    // leaves alone the files it did not write, even ones that look like its own.
+    let released = &machines()[42];
+    bed.simulator_admin
+        .remove_instance(&released.id)
+        .await
+        .unwrap();
+    std::fs::write(out.join("README.md"), "the team's notes").unwrap();
+    std::fs::write(out.join("hand-written.yaml"), "kind: CompShareInstance\n").unwrap();
+    let rerun = run(command()).await;
+    assert!(rerun.ok, "{}", rerun.stderr);
+    let after = manifest_files(&out);
+    let mut expected_after: Vec<String> = files
+        .iter()
+        .filter(|f| **f != format!("{}.yaml", released.expected_name()))
+        .cloned()
+        .chain(["README.md".to_owned(), "hand-written.yaml".to_owned()])
+        .collect();
+    expected_after.sort();
+    assert_eq!(after, expected_after);
+    let kustomization: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(out.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        kustomization["resources"].as_array().unwrap().len(),
+        MACHINES - 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,11 @@ const ID_PREFIX: &str = "uhost-";
 pub(crate) struct Filters {
     pub zones: Vec<String>,
     pub tags: Vec<String>,
+    /// VPC ids (`uvnet-…`): a machine is in a VPC when one of its addresses (`IPSet`) is. Matched
+    /// here rather than sent as the request's `VPCId`, so that one listing of a region serves
+    /// every filter and stays the observation of every machine in it (`Group::apply_listing`).
+    /// A machine without addresses (a container, often) is in no VPC.
+    pub vpcs: Vec<String>,
     /// `None`: every name.
     pub names: Option<GlobSet>,
     /// Compared ignoring ASCII case (`running` finds `Running`).
@@ -57,6 +62,8 @@ impl Filters {
             |wanted: &[String], value: &str| wanted.is_empty() || wanted.iter().any(|w| w == value);
         any(&self.zones, &instance.zone)
             && any(&self.tags, &instance.tag)
+            && (self.vpcs.is_empty()
+                || instance.ip_set.iter().any(|ip| any(&self.vpcs, &ip.vpc_id)))
             && self
                 .names
                 .as_ref()
@@ -252,6 +259,7 @@ pub(super) fn kustomization(files: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use compshare_api::IpInfo;
 
     fn machine(id: &str, name: &str) -> Instance {
         Instance {
@@ -346,6 +354,30 @@ mod tests {
         assert!(!filters(names(&["Trainer*"])));
         assert!(!filters(names(&["trainer"])));
         assert!(Filters::name_patterns(&["[".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn a_vpc_filter_keeps_machines_with_an_address_in_one_of_the_vpcs() {
+        let ip = |vpc: &str| IpInfo {
+            ip: "10.0.0.1".into(),
+            r#type: "Private".into(),
+            vpc_id: vpc.into(),
+        };
+        let vpcs = |wanted: &[&str]| Filters {
+            vpcs: wanted.iter().map(|v| (*v).to_owned()).collect(),
+            ..Filters::default()
+        };
+        let mut m = machine("uhost-1", "trainer");
+        m.ip_set = vec![ip(""), ip("uvnet-2")];
+        assert!(vpcs(&["uvnet-1", "uvnet-2"]).keeps(&m));
+        assert!(!vpcs(&["uvnet-1"]).keeps(&m));
+        // An address that names no VPC is in none, not in every one.
+        m.ip_set = vec![ip("")];
+        assert!(!vpcs(&["uvnet-1"]).keeps(&m));
+        assert!(vpcs(&[]).keeps(&m));
+        // A machine without addresses passes only when no VPC is asked for.
+        m.ip_set.clear();
+        assert!(!vpcs(&["uvnet-1"]).keeps(&m));
     }
 
     #[test]

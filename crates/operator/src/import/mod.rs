@@ -6,6 +6,7 @@
 //! (`reconciler::discovery`) lists with the same [`Lister`] and makes the same manifests.
 
 pub(crate) mod manifest;
+mod out_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -69,6 +70,10 @@ pub struct ImportArgs {
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
 
+    /// Keep machines with an address in this VPC, e.g. uvnet-abc123 (repeatable: any of them).
+    #[arg(long = "vpc", value_name = "VPC_ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    vpcs: Vec<String>,
+
     /// Keep machines whose name matches this glob pattern, e.g. 'trainer-*' (repeatable: any).
     #[arg(long = "name", value_name = "PATTERN")]
     names: Vec<String>,
@@ -92,7 +97,8 @@ pub struct ImportArgs {
     output: Format,
 
     /// Write one file per machine (`<name>.yaml`, or `.json`) into this directory instead of
-    /// printing.
+    /// printing. A rerun into the same directory removes the files an earlier run wrote for
+    /// machines that are gone (recorded in `.compshare-import`), and no other file.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
 
@@ -110,6 +116,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let filters = Filters {
         zones: args.zones,
         tags: args.tags,
+        vpcs: args.vpcs,
         names: Filters::name_patterns(&args.names).context("--name")?,
         states: args.states,
     };
@@ -144,7 +151,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     } else {
         args.regions.into_iter().collect()
     };
-    let machines = lister
+    let AccountListing { machines, complete } = lister
         .list_all(&regions, settings.project_id.as_deref())
         .await
         .map_err(|f| explain(f, &source))?;
@@ -172,33 +179,21 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
             out.flush()?;
         }
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let mut files = Vec::with_capacity(resources.len());
-            for resource in &resources {
-                let file = format!(
-                    "{}.{}",
-                    resource.metadata.name.as_deref().unwrap_or_default(),
-                    args.output.extension()
+            // A machine missing from an incomplete listing may still exist: its file stays.
+            if !complete {
+                tracing::warn!(
+                    "the listing was incomplete (a machine could not be read, or machines came or went while the pages were read): files of machines not listed are kept this time"
                 );
-                write(
-                    &dir.join(&file),
-                    &manifest::render_one(resource, args.output),
-                )?;
-                files.push(file);
             }
-            if args.kustomization {
-                write(
-                    &dir.join("kustomization.yaml"),
-                    &manifest::kustomization(&files),
-                )?;
-            }
+            let output = out_dir::Output {
+                format: args.output,
+                kustomization: args.kustomization,
+                prune: complete,
+            };
+            out_dir::write(dir, &resources, &output)?;
         }
     }
     Ok(())
-}
-
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The key pair, and where it came from (for messages that tell a person what to check).
@@ -281,6 +276,13 @@ pub(crate) struct RegionListing {
     pub complete: bool,
 }
 
+/// The machines of several regions, keyed by id.
+pub(crate) struct AccountListing {
+    pub machines: BTreeMap<String, Instance>,
+    /// Whether every region's listing was complete (`RegionListing::complete`).
+    pub complete: bool,
+}
+
 /// Lists an account's machines, waiting out throttling: what `import` prints and what in-cluster
 /// discovery (`reconciler::discovery`) keeps resources for.
 pub(crate) struct Lister<'a> {
@@ -312,14 +314,21 @@ impl Lister<'_> {
         &self,
         regions: &BTreeSet<String>,
         project: Option<&str>,
-    ) -> Result<BTreeMap<String, Instance>, ListFailure> {
-        let mut machines = BTreeMap::new();
+    ) -> Result<AccountListing, ListFailure> {
+        let mut listing = AccountListing {
+            machines: BTreeMap::new(),
+            complete: true,
+        };
         for region in regions {
-            for instance in self.list(region, project).await?.machines {
-                machines.insert(instance.u_host_id.to_string(), instance);
+            let RegionListing { machines, complete } = self.list(region, project).await?;
+            listing.complete &= complete;
+            for instance in machines {
+                listing
+                    .machines
+                    .insert(instance.u_host_id.to_string(), instance);
             }
         }
-        Ok(machines)
+        Ok(listing)
     }
 
     /// Every machine of `region` (in `project`), page by page until `TotalCount` is reached:

@@ -523,6 +523,7 @@ fn filters(discovery: &CompShareDiscovery) -> Result<Filters, Failure> {
     Ok(Filters {
         zones: f.zones,
         tags: f.tags,
+        vpcs: f.vpcs,
         names,
         states: f.states,
     })

@@ -807,10 +807,12 @@ mod tests {
                 IpInfo {
                     ip: "10.9.0.4".into(),
                     r#type: "Private".into(),
+                    ..IpInfo::default()
                 },
                 IpInfo {
                     ip: "117.50.1.2".into(),
                     r#type: "Bgp".into(),
+                    ..IpInfo::default()
                 },
             ],
             softwares: vec![Software {
@@ -1423,6 +1425,7 @@ mod tests {
             .map(|n| IpInfo {
                 ip: format!("10.0.{}.{}", n / 256, n % 256).into(),
                 r#type: "Private".into(),
+                ..IpInfo::default()
             })
             .collect();
         i.softwares = (0..10_000)

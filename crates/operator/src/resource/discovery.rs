@@ -144,6 +144,13 @@ pub struct DiscoveryFilters {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
 
+    /// Keep machines with an address in one of these VPCs, for example `uvnet-abc123`. A machine
+    /// without addresses (containers often have none) is in no VPC.
+    #[x_kube(validation = rules::vpcs())]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpcs: Vec<String>,
+
     /// Keep machines whose name matches one of these glob patterns (`*`, `?`, `[…]`, `{a,b}`),
     /// matched against the whole name, for example `trainer-*`.
     #[x_kube(validation = Rule::new("self.all(n, n.matches('^[^\\\\[\\\\]]*(\\\\[[^\\\\[\\\\]]+\\\\][^\\\\[\\\\]]*)*$'))").message("filters.names must be glob patterns such as trainer-*: every '[' needs its ']'"))]

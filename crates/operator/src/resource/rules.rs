@@ -70,6 +70,12 @@ pub(super) fn zones() -> Rule {
         .message("filters.zones must be CompShare zones such as cn-wlcb-01")
 }
 
+/// A list of VPC ids.
+pub(super) fn vpcs() -> Rule {
+    Rule::new(format!("self.all(v, v.matches('{ID}'))"))
+        .message("filters.vpcs must be CompShare VPC ids such as uvnet-abc123")
+}
+
 /// An id field other than the project, refused with `message`.
 pub(super) fn id(message: &str) -> Rule {
     Rule::new(format!("self.matches('{ID}')")).message(message)
