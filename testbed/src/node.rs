@@ -307,79 +307,59 @@ iptables:
     pub(crate) fn command(&self, component: crate::Component, bin_dir: &Path) -> Command {
         use crate::Component;
         let path = |name: &str| self.path(name).into_os_string();
+        let mut command = match component {
+            // Debian's, on the PATH.
+            Component::Containerd => Command::new(component.binary()),
+            _ => Command::new(bin_dir.join(component.binary())),
+        };
         match component {
-            Component::Containerd => {
-                let mut command = Command::new("containerd");
-                command.arg("--config").arg(path("containerd/config.toml"));
-                command
-            }
-            Component::Kubelet => {
-                let mut command = Command::new(bin_dir.join(component.binary()));
-                command
-                    .arg("--config")
-                    .arg(path("kubelet/config.yaml"))
-                    .arg("--kubeconfig")
-                    .arg(self.kubeconfig("kubelet"))
-                    .arg("--root-dir")
-                    .arg(path("kubelet"))
-                    .arg(format!("--hostname-override={NODE_NAME}"))
-                    .arg(format!("--node-ip={}", self.address));
-                command
-            }
-            Component::KubeProxy => {
-                let mut command = Command::new(bin_dir.join(component.binary()));
-                command.arg("--config").arg(path("kube-proxy.yaml"));
-                command
-            }
-            Component::Scheduler => {
-                let mut command = Command::new(bin_dir.join(component.binary()));
-                command
-                    .arg("--kubeconfig")
-                    .arg(self.kubeconfig("kube-scheduler"))
-                    .args([
-                        "--leader-elect=false",
-                        "--bind-address=127.0.0.1",
-                        // Any free port; nothing here reads the scheduler's health.
-                        "--secure-port=0",
-                    ]);
-                command
-            }
+            Component::Containerd => command.arg("--config").arg(path("containerd/config.toml")),
+            Component::Kubelet => command
+                .arg("--config")
+                .arg(path("kubelet/config.yaml"))
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig("kubelet"))
+                .arg("--root-dir")
+                .arg(path("kubelet"))
+                .arg(format!("--hostname-override={NODE_NAME}"))
+                .arg(format!("--node-ip={}", self.address)),
+            Component::KubeProxy => command.arg("--config").arg(path("kube-proxy.yaml")),
+            Component::Scheduler => command
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig("kube-scheduler"))
+                .args([
+                    "--leader-elect=false",
+                    "--bind-address=127.0.0.1",
+                    // Any free port; nothing here reads the scheduler's health.
+                    "--secure-port=0",
+                ]),
             other => unreachable!("{other} is not a node component"),
-        }
+        };
+        command
     }
 
     /// Imports the pause image into containerd's `k8s.io` namespace.
     pub(crate) fn import_pause_image(&self) -> Result<(), String> {
+        let image = self.path("pause.tar");
         ctr(
             &self.containerd_socket(),
-            &["images", "import"],
-            &self.path("pause.tar"),
+            &["images".as_ref(), "import".as_ref(), image.as_os_str()],
         )
     }
 }
 
 /// Whether the containerd socket answers.
 pub(crate) fn containerd_serves(socket: &Path) -> Result<(), String> {
-    let output = Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .arg("version")
-        .output()
-        .map_err(|error| format!("cannot run ctr: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-    }
+    ctr(socket, &["version".as_ref()])
 }
 
-fn ctr(socket: &Path, args: &[&str], file: &Path) -> Result<(), String> {
+/// Runs `ctr` against the containerd at `socket`, in the CRI's `k8s.io` namespace.
+fn ctr(socket: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
     let output = Command::new("ctr")
         .arg("--address")
         .arg(socket)
         .args(["--namespace", "k8s.io"])
         .args(args)
-        .arg(file)
         .output()
         .map_err(|error| format!("cannot run ctr: {error}"))?;
     if output.status.success() {
@@ -387,7 +367,10 @@ fn ctr(socket: &Path, args: &[&str], file: &Path) -> Result<(), String> {
     } else {
         Err(format!(
             "ctr {}: {}",
-            args.join(" "),
+            args.iter()
+                .map(|arg| arg.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         ))
     }

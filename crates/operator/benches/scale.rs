@@ -344,11 +344,8 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     let sync_status_writes =
         apiserver_writes(&client, "compshareinstances", Some("status")).await - writes_before;
 
-    // Steady state: settle one interval, then count whole intervals.
-    tokio::time::sleep(interval).await;
-    let before = Snapshot::take(&admin, &operator, &client).await;
-    tokio::time::sleep(interval * args.steady_intervals).await;
-    let after = Snapshot::take(&admin, &operator, &client).await;
+    let (before, after) =
+        Snapshot::steady_state(&admin, &operator, &client, interval, args.steady_intervals).await;
     let per_interval = |a: f64, b: f64| (b - a) / f64::from(args.steady_intervals);
     let (rss_peak, rss_steady) = memory_mib(operator.pid());
 
@@ -643,11 +640,8 @@ async fn run_discovery(m: usize, args: &Args) -> DiscoveryMeasurement {
     tracker.wait_all(Duration::from_secs(1200)).await;
     let sync_seconds = started.elapsed().as_secs_f64();
 
-    // Steady state: settle one interval, then count whole intervals.
-    tokio::time::sleep(interval).await;
-    let before = Snapshot::take(&admin, &operator, &client).await;
-    tokio::time::sleep(interval * args.steady_intervals).await;
-    let after = Snapshot::take(&admin, &operator, &client).await;
+    let (before, after) =
+        Snapshot::steady_state(&admin, &operator, &client, interval, args.steady_intervals).await;
     let per_interval = |a: f64, b: f64| (b - a) / f64::from(args.steady_intervals);
     let (rss_peak, rss_steady) = memory_mib(operator.pid());
     let metrics = operator.metrics().await;
@@ -865,6 +859,22 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// The steady-state window: settles one interval, then takes a snapshot before and after
+    /// `intervals` whole intervals.
+    async fn steady_state(
+        admin: &AdminClient,
+        operator: &Operator,
+        client: &kube::Client,
+        interval: Duration,
+        intervals: u32,
+    ) -> (Snapshot, Snapshot) {
+        tokio::time::sleep(interval).await;
+        let before = Snapshot::take(admin, operator, client).await;
+        tokio::time::sleep(interval * intervals).await;
+        let after = Snapshot::take(admin, operator, client).await;
+        (before, after)
+    }
+
     async fn take(admin: &AdminClient, operator: &Operator, client: &kube::Client) -> Snapshot {
         let counters = admin.counters().await.unwrap();
         Snapshot {

@@ -137,12 +137,9 @@ async fn the_readme_install_runs_on_a_real_node() {
     })
     .await
     .expect("a pod of the upgrade leads");
-    let gap = watch.stop().await;
-    eprintln!("helm upgrade: the Lease was unheld for at most {gap:?}");
-    assert!(
-        gap <= LEASE_DURATION,
-        "the upgrade left the Lease unheld for {gap:?}, longer than the lease ({LEASE_DURATION:?})"
-    );
+    watch
+        .assert_no_gap_longer_than_the_lease("helm upgrade")
+        .await;
     status_still_flows(&simulator, &shell, "Stopped").await;
 
     // Deleting the leader hands over.
@@ -158,12 +155,9 @@ async fn the_readme_install_runs_on_a_real_node() {
     })
     .await
     .expect("another pod takes over from the deleted leader");
-    let gap = watch.stop().await;
-    eprintln!("deleting the leader: the Lease was unheld for at most {gap:?}");
-    assert!(
-        gap <= LEASE_DURATION,
-        "deleting the leader left the Lease unheld for {gap:?}"
-    );
+    watch
+        .assert_no_gap_longer_than_the_lease("deleting the leader")
+        .await;
     status_still_flows(&simulator, &shell, "Running").await;
 
     // Uninstall: the user's resource goes first (it is theirs to delete), then the release.
@@ -379,8 +373,8 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .filter(|holder| !holder.is_empty())
 }
 
-/// Samples the Lease every 100 ms; [`stop`](Self::stop) gives the longest time it was not held
-/// (no holder, or a holder whose renewal had expired by the sample's time).
+/// Samples the Lease every 100 ms, keeping the longest time it was not held (no holder, or a
+/// holder whose renewal had expired by the sample's time).
 struct LeaseWatch {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Duration>,
@@ -420,9 +414,15 @@ impl LeaseWatch {
         LeaseWatch { stop, task }
     }
 
-    async fn stop(self) -> Duration {
+    /// Stops sampling; fails if the Lease was unheld for longer than the lease during `what`.
+    async fn assert_no_gap_longer_than_the_lease(self, what: &str) {
         let _ = self.stop.send(());
-        self.task.await.unwrap()
+        let gap = self.task.await.unwrap();
+        eprintln!("{what}: the Lease was unheld for at most {gap:?}");
+        assert!(
+            gap <= LEASE_DURATION,
+            "{what} left the Lease unheld for {gap:?}, longer than the lease ({LEASE_DURATION:?})"
+        );
     }
 }
 
