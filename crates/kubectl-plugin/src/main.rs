@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 use compshare_operator::ImportArgs;
-use compshare_operator::resource::{CompShareInstance, PAUSED_ANNOTATION, REFRESH_ANNOTATION};
+use compshare_operator::resource::{
+    CompShareInstance, InstanceResource, PAUSED_ANNOTATION, REFRESH_ANNOTATION,
+};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use serde_json::json;

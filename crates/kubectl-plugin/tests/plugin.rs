@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use compshare_operator::resource::{PAUSED_ANNOTATION, REFRESH_ANNOTATION};
+use compshare_operator::resource::{InstanceResource, PAUSED_ANNOTATION, REFRESH_ANNOTATION};
 use compshare_test_support::*;
 use serde_json::json;
 

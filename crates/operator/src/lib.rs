@@ -14,6 +14,8 @@
 //!   and manifests are discovery's too).
 //! - `metrics`, `server`, `telemetry`, `shutdown`: what every run needs around it.
 
+#[cfg(test)]
+mod allocations;
 mod cli;
 mod config;
 mod import;

@@ -2,17 +2,29 @@
 //! reads it and is told when one of its own resources changes. One watch and one store, not one
 //! per controller: at 10,000 resources a second cache of every instance cost about 2.8 KiB per
 //! resource (BENCHMARKS.md).
+//!
+//! The cache holds each resource as a [`CachedInstance`]: what the controllers read of its
+//! metadata, its spec, and its status packed into a few hundred bytes ([`PackedStatus`]). The
+//! status is the largest part of a resource and is read only when the resource is reconciled,
+//! which in steady state is rarely; packing it, rather than dropping it and reading it back from
+//! the apiserver, keeps a reconciliation free of reads (issue 14, BENCHMARKS.md Memory).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use compact_str::CompactString;
 use kube::ResourceExt;
+use kube::api::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::status;
 use crate::resource::{
     CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareDiscovery, CompShareInstance,
-    DISCOVERY_LABEL, MISSING_SINCE_ANNOTATION, PAUSED_ANNOTATION, REFRESH_ANNOTATION,
+    CompShareInstanceSpec, CompShareInstanceStatus, DISCOVERY_LABEL, InstanceResource,
+    MISSING_SINCE_ANNOTATION, PAUSED_ANNOTATION, REFRESH_ANNOTATION,
 };
 
 /// Creates the cache: the side the controller's watch fills, and the side discovery reads.
@@ -39,8 +51,8 @@ pub(crate) fn instances() -> (Filler, Reader) {
 
 /// What the controller's watch writes to.
 pub(crate) struct Filler {
-    pub(crate) writer: reflector::store::Writer<CompShareInstance>,
-    pub(crate) store: Store<CompShareInstance>,
+    pub(crate) writer: reflector::store::Writer<CachedInstance>,
+    pub(crate) store: Store<CachedInstance>,
     pub(crate) notify: Notify,
 }
 
@@ -58,7 +70,7 @@ impl Notify {
     }
 
     /// Tells discovery that `o` changed or went, if a discovery created it.
-    pub(crate) fn touched(&self, o: &CompShareInstance) {
+    pub(crate) fn touched(&self, o: &CachedInstance) {
         if let Some(owner) = discovery_of(o) {
             // Discovery has stopped (its receiver is gone) only when the operation is ending.
             let _ = self.owners.send(owner);
@@ -69,7 +81,7 @@ impl Notify {
 /// What discovery reads.
 pub(crate) struct Reader {
     /// Every `CompShareInstance` in the watched namespaces.
-    pub(crate) store: Store<CompShareInstance>,
+    pub(crate) store: Store<CachedInstance>,
     /// Whether the store holds the first complete list.
     pub(crate) ready: Arc<AtomicBool>,
     /// The discoveries whose resources changed.
@@ -77,7 +89,7 @@ pub(crate) struct Reader {
 }
 
 /// The discovery that created `o`, by its label and controller owner reference.
-fn discovery_of(o: &CompShareInstance) -> Option<ObjectRef<CompShareDiscovery>> {
+fn discovery_of(o: &CachedInstance) -> Option<ObjectRef<CompShareDiscovery>> {
     o.labels().get(DISCOVERY_LABEL)?;
     let owner = o
         .owner_references()
@@ -86,12 +98,90 @@ fn discovery_of(o: &CompShareInstance) -> Option<ObjectRef<CompShareDiscovery>> 
     Some(ObjectRef::new(&owner.name).within(&o.namespace()?))
 }
 
-/// Drops from cached objects what neither controller reads: managed fields (the bulk of each
+/// A `CompShareInstance` as the cache keeps it. The watch deserializes each listed or watched
+/// resource into one directly, one at a time, so a page of whole resources is never held.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "CompShareInstance")]
+pub(crate) struct CachedInstance {
+    /// Without what neither controller reads (`keep_what_is_read`).
+    pub(crate) metadata: ObjectMeta,
+    pub(crate) spec: CompShareInstanceSpec,
+    status: Option<PackedStatus>,
+    /// The reason of a True `Stalled` condition, which the stalled gauge counts over the whole
+    /// cache at every scrape (`StalledResources`), without unpacking each status.
+    stalled: Option<CompactString>,
+}
+
+impl From<CompShareInstance> for CachedInstance {
+    fn from(mut o: CompShareInstance) -> Self {
+        keep_what_is_read(&mut o.metadata);
+        let stalled = status::condition(o.status.as_ref(), status::STALLED)
+            .filter(|c| c.status == status::TRUE)
+            .map(|c| CompactString::from(c.reason.as_str()));
+        CachedInstance {
+            metadata: o.metadata,
+            spec: o.spec,
+            status: o.status.as_ref().map(PackedStatus::pack),
+            stalled,
+        }
+    }
+}
+
+impl CachedInstance {
+    /// The resource, status unpacked: what a reconciliation works from.
+    pub(crate) fn unpack(&self) -> CompShareInstance {
+        CompShareInstance {
+            metadata: self.metadata.clone(),
+            spec: self.spec.clone(),
+            status: self.status.as_ref().map(PackedStatus::unpack),
+        }
+    }
+
+    /// The reason the resource is stalled, if its status says it is.
+    pub(crate) fn stalled(&self) -> Option<&str> {
+        self.stalled.as_deref()
+    }
+}
+
+impl kube::Resource for CachedInstance {
+    type DynamicType = ();
+    type Scope = <CompShareInstance as kube::Resource>::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        CompShareInstance::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        CompShareInstance::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        CompShareInstance::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        CompShareInstance::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl InstanceResource for CachedInstance {
+    fn spec(&self) -> &CompShareInstanceSpec {
+        &self.spec
+    }
+}
+
+/// Drops from cached metadata what neither controller reads: managed fields (the bulk of each
 /// object), labels other than discovery's, and annotations other than the operator's own
-/// (`kubectl apply` keeps a whole copy of the object in one). At 10,000 resources this is most of
-/// the cache.
-pub(crate) fn keep_what_is_read(o: &mut CompShareInstance) {
-    let meta = &mut o.metadata;
+/// (`kubectl apply` keeps a whole copy of the object in one).
+fn keep_what_is_read(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(labels) = &mut meta.labels {
         labels.retain(|k, _| k == DISCOVERY_LABEL);
@@ -110,10 +200,37 @@ pub(crate) fn keep_what_is_read(o: &mut CompShareInstance) {
     }
 }
 
+/// A status as compact JSON compressed with LZ4 against [`DICTIONARY`], a typical status: most of
+/// a status is field names, condition types and messages that every status shares, so a running
+/// machine's status packs into about a tenth of the bytes it takes as Rust values.
+#[derive(Clone, Debug)]
+struct PackedStatus(Box<[u8]>);
+
+/// The status of a running machine as the operator writes it; [`PackedStatus`] compresses against
+/// it. Any status packs and unpacks whatever the dictionary holds; a dictionary that no longer
+/// resembles what the operator writes only packs less tightly, which a unit test catches.
+static DICTIONARY: &[u8] = include_bytes!("status_dictionary.json");
+
+impl PackedStatus {
+    fn pack(status: &CompShareInstanceStatus) -> Self {
+        let json = serde_json::to_vec(status).expect("a status serializes");
+        PackedStatus(
+            lz4_flex::block::compress_prepend_size_with_dict(&json, DICTIONARY).into_boxed_slice(),
+        )
+    }
+
+    fn unpack(&self) -> CompShareInstanceStatus {
+        // Both can fail only if the bytes were not made by `pack`, from a status of this type.
+        let json = lz4_flex::block::decompress_size_prepended_with_dict(&self.0, DICTIONARY)
+            .expect("a packed status decompresses");
+        serde_json::from_slice(&json).expect("a packed status deserializes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 
     fn instance(labels: &[(&str, &str)], owner_kind: &str) -> CompShareInstance {
         let mut o = CompShareInstance::new("m", Default::default());
@@ -137,14 +254,15 @@ mod tests {
 
     #[test]
     fn a_discovery_is_told_only_about_its_own_resources() {
-        let own = instance(&[(DISCOVERY_LABEL, "account")], "CompShareDiscovery");
+        let cached = |labels, owner| CachedInstance::from(instance(labels, owner));
+        let own = cached(&[(DISCOVERY_LABEL, "account")], "CompShareDiscovery");
         assert_eq!(
             discovery_of(&own),
             Some(ObjectRef::new("account").within("ns"))
         );
-        let unlabelled = instance(&[], "CompShareDiscovery");
+        let unlabelled = cached(&[], "CompShareDiscovery");
         assert_eq!(discovery_of(&unlabelled), None);
-        let other_owner = instance(&[(DISCOVERY_LABEL, "account")], "Deployment");
+        let other_owner = cached(&[(DISCOVERY_LABEL, "account")], "Deployment");
         assert_eq!(discovery_of(&other_owner), None);
     }
 
@@ -161,12 +279,163 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         );
-        keep_what_is_read(&mut o);
+        let o = CachedInstance::from(o);
         assert_eq!(o.labels().keys().collect::<Vec<_>>(), [DISCOVERY_LABEL]);
         assert_eq!(
             o.annotations().keys().collect::<Vec<_>>(),
             [MISSING_SINCE_ANNOTATION, PAUSED_ANNOTATION]
         );
         assert!(o.owner_references().len() == 1);
+        assert!(o.is_paused());
+    }
+
+    #[test]
+    fn a_reconciliation_gets_back_the_status_the_apiserver_sent() {
+        let mut status = status::tests::of_a_running_machine();
+        let mut o = instance(&[], "X");
+        o.status = Some(status.clone());
+        let cached = CachedInstance::from(o.clone());
+        assert_eq!(cached.unpack().status, Some(status.clone()));
+        assert_eq!(cached.stalled(), None);
+
+        // Another status, unlike the dictionary, comes back as it was too; `Stalled` is kept
+        // beside it for the stalled gauge.
+        status.conditions.push(Condition {
+            type_: status::STALLED.into(),
+            status: status::TRUE.into(),
+            reason: "CredentialsRejected".into(),
+            message: "The cloud rejects the key pair: 签名错误".into(),
+            observed_generation: Some(1),
+            last_transition_time: status.conditions[0].last_transition_time.clone(),
+        });
+        status.state = Some("一个未知的状态".into());
+        o.status = Some(status.clone());
+        let cached = CachedInstance::from(o.clone());
+        assert_eq!(cached.unpack().status, Some(status));
+        assert_eq!(cached.stalled(), Some("CredentialsRejected"));
+
+        // None, and the CRD's default, which every new resource has until its first write.
+        o.status = None;
+        assert_eq!(CachedInstance::from(o.clone()).unpack().status, None);
+        o.status = Some(crate::resource::initial_status());
+        assert_eq!(
+            CachedInstance::from(o).unpack().status,
+            Some(crate::resource::initial_status())
+        );
+    }
+
+    /// The dictionary is the status the operator now writes for a running machine, so that a
+    /// status packs as tightly as the dictionary can make it. When the status changes, this test
+    /// rewrites the dictionary and fails once, to have the new one committed.
+    #[test]
+    fn the_dictionary_is_a_current_status() {
+        let current =
+            serde_json::to_vec(&status::tests::of_a_running_machine()).expect("serializes");
+        if current != DICTIONARY {
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/reconciler/status_dictionary.json"
+            );
+            std::fs::write(path, &current).expect("rewrite the dictionary");
+            panic!("{path} was out of date and has been rewritten: commit it");
+        }
+    }
+
+    /// A resource as the apiserver lists it in the scale benchmark (BENCHMARKS.md): its spec,
+    /// the managed fields of its creator and of the operator's status writes, and the status the
+    /// operator writes for a running machine (its own id, address and times). As JSON, which the
+    /// watch deserializes.
+    fn listed(i: usize) -> Vec<u8> {
+        let time = time(i);
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "compshare.ucloud.cn/v1alpha1",
+            "kind": "CompShareInstance",
+            "metadata": {
+                "name": format!("instance-{i:05}"),
+                "namespace": "scale-1733127480",
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "resourceVersion": format!("{}", 100_000 + i),
+                "generation": 1,
+                "creationTimestamp": time,
+                "managedFields": [
+                    {
+                        "manager": "scale", "operation": "Update",
+                        "apiVersion": "compshare.ucloud.cn/v1alpha1", "time": time,
+                        "fieldsType": "FieldsV1",
+                        "fieldsV1": {"f:spec": {".": {}, "f:credentialsRef": {".": {}, "f:name": {}},
+                            "f:pollInterval": {}, "f:region": {}, "f:uhostId": {}}},
+                    },
+                    {
+                        "manager": "compshare-operator", "operation": "Apply",
+                        "apiVersion": "compshare.ucloud.cn/v1alpha1", "time": time,
+                        "fieldsType": "FieldsV1",
+                        "fieldsV1": {"f:status": {"f:state": {}, "f:conditions": {}}},
+                        "subresource": "status",
+                    },
+                ],
+            },
+            "spec": {
+                "uhostId": format!("uhost-{i:08}"), "region": "cn-wlcb",
+                "credentialsRef": {"name": "keys-0"}, "pollInterval": "10s",
+            },
+            "status": status_of(i),
+        }))
+        .expect("the resource serializes")
+    }
+
+    fn time(i: usize) -> String {
+        format!("2026-12-02T08:{:02}:{:02}Z", i / 60 % 60, i % 60)
+    }
+
+    /// The status of running machine number `i`: its own id and times.
+    fn status_of(i: usize) -> serde_json::Value {
+        let mut status = serde_json::to_value(status::tests::of_a_running_machine())
+            .expect("the status serializes");
+        status["uhostId"] = serde_json::json!(format!("uhost-{i:08}"));
+        for condition in status["conditions"].as_array_mut().expect("conditions") {
+            condition["lastTransitionTime"] = serde_json::json!(time(i));
+        }
+        status
+    }
+
+    /// The bytes the cache holds per resource: each deserialized as the watch does and kept by a
+    /// reflector's store (its map, key and `Arc`).
+    fn bytes_per_cached_resource<K>() -> isize
+    where
+        K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + 'static,
+    {
+        const N: usize = 1000;
+        let listed: Vec<Vec<u8>> = (0..N).map(listed).collect();
+        let (store, mut writer) = reflector::store::<K>();
+        let before = crate::allocations::held();
+        for json in &listed {
+            let o: K = serde_json::from_slice(json).expect("a resource");
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(o));
+        }
+        let held = crate::allocations::held() - before;
+        assert_eq!(store.state().len(), N);
+        held / N as isize
+    }
+
+    /// What one cached resource costs, deterministically (run with `--nocapture` to see the
+    /// figures; BENCHMARKS.md, Memory). The bound keeps it from growing back unnoticed.
+    #[test]
+    fn a_cached_resource_costs_what_the_reconciler_reads() {
+        let whole = bytes_per_cached_resource::<CompShareInstance>();
+        let cached = bytes_per_cached_resource::<CachedInstance>();
+        let status = serde_json::from_value(status_of(7)).expect("a status");
+        let packed = PackedStatus::pack(&status).0.len();
+        println!(
+            "bytes per cached resource: {whole} whole, {cached} as cached; a packed status {packed}"
+        );
+        println!(
+            "inline: {} per cached resource ({} whole), of which metadata {}, spec {}",
+            size_of::<CachedInstance>(),
+            size_of::<CompShareInstance>(),
+            size_of::<ObjectMeta>(),
+            size_of::<CompShareInstanceSpec>(),
+        );
+        assert!(cached < 1_200, "{cached} bytes per cached resource");
+        assert!(packed < 200, "a packed status of {packed} bytes");
     }
 }

@@ -35,7 +35,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use tokio::time::Instant;
 
-use super::cache;
+use super::cache::{self, CachedInstance};
 use super::credentials::ResolveError;
 use super::events::Transition;
 use super::reasons::Reason;
@@ -45,8 +45,8 @@ use crate::import::Lister;
 use crate::import::manifest::{self, Filters, Settings};
 use crate::resource::{
     Clash, CompShareDiscovery, CompShareDiscoveryStatus, CompShareInstance, DEFAULT_GRACE_PERIOD,
-    DISCOVERY_LABEL, ListResult, MAX_GRACE_PERIOD, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL,
-    MISSING_SINCE_ANNOTATION, REFRESH_ANNOTATION, SHARD_LABEL,
+    DISCOVERY_LABEL, InstanceResource, ListResult, MAX_GRACE_PERIOD, MAX_POLL_INTERVAL,
+    MIN_POLL_INTERVAL, MISSING_SINCE_ANNOTATION, REFRESH_ANNOTATION, SHARD_LABEL,
 };
 
 /// Throttled or transient listing calls are tried again this many times (0.5 s, then 1 s) before
@@ -105,7 +105,7 @@ struct Discoverer {
     /// Every `CompShareDiscovery` in the watched namespaces (the controller's cache).
     discoveries: Store<CompShareDiscovery>,
     /// Every `CompShareInstance` in the watched namespaces.
-    instances: Store<CompShareInstance>,
+    instances: Store<CachedInstance>,
     /// Whether `instances` holds the first complete list: until then, nothing is created (a
     /// hand-written resource not seen yet would be duplicated).
     instances_ready: Arc<AtomicBool>,
@@ -229,7 +229,7 @@ async fn reconcile(
         .map(|s| s.clashes.clone())
         .unwrap_or_default();
     if let Ok(machines) = &listing.outcome {
-        let others: Vec<Arc<CompShareInstance>> = d
+        let others: Vec<Arc<CachedInstance>> = d
             .instances
             .state()
             .into_iter()
@@ -545,7 +545,7 @@ struct Plan {
 }
 
 /// Whether `discovery` created `resource`: its controller owner reference and label say so.
-fn created_by(resource: &CompShareInstance, discovery: &CompShareDiscovery) -> bool {
+fn created_by(resource: &CachedInstance, discovery: &CompShareDiscovery) -> bool {
     let uid = discovery.uid();
     resource.owner_references().iter().any(|o| {
         o.controller == Some(true) && Some(&o.uid) == uid.as_ref() && o.kind == "CompShareDiscovery"
@@ -557,13 +557,13 @@ fn created_by(resource: &CompShareInstance, discovery: &CompShareDiscovery) -> b
 fn plan(
     discovery: &CompShareDiscovery,
     machines: &BTreeMap<String, Instance>,
-    resources: &[Arc<CompShareInstance>],
+    resources: &[Arc<CachedInstance>],
     listed_at: &Time,
     now: jiff::Timestamp,
     grace: Duration,
 ) -> Plan {
     let mut plan = Plan::default();
-    let (mine, others): (Vec<&CompShareInstance>, Vec<&CompShareInstance>) = resources
+    let (mine, others): (Vec<&CachedInstance>, Vec<&CachedInstance>) = resources
         .iter()
         .map(Arc::as_ref)
         .filter(|r| r.metadata.deletion_timestamp.is_none())
@@ -576,7 +576,7 @@ fn plan(
         .iter()
         .filter_map(|r| r.metadata.name.as_deref())
         .collect();
-    let mine_by_id: BTreeMap<&str, &CompShareInstance> = mine
+    let mine_by_id: BTreeMap<&str, &CachedInstance> = mine
         .iter()
         .filter_map(|r| Some((r.machine_id()?, *r)))
         .collect();
@@ -814,7 +814,7 @@ mod tests {
         d: &CompShareDiscovery,
         m: &Instance,
         missing_since: Option<&str>,
-    ) -> Arc<CompShareInstance> {
+    ) -> Arc<CachedInstance> {
         let planned = plan(
             d,
             &BTreeMap::from([(m.u_host_id.to_string(), m.clone())]),
@@ -829,10 +829,10 @@ mod tests {
             r.annotations_mut()
                 .insert(MISSING_SINCE_ANNOTATION.into(), since.into());
         }
-        Arc::new(r)
+        Arc::new(r.into())
     }
 
-    fn hand_written(name: &str, id: &str) -> Arc<CompShareInstance> {
+    fn hand_written(name: &str, id: &str) -> Arc<CachedInstance> {
         let mut r = CompShareInstance::new(
             name,
             CompShareInstanceSpec {
@@ -842,7 +842,7 @@ mod tests {
             },
         );
         r.metadata.namespace = Some("team".into());
-        Arc::new(r)
+        Arc::new(r.into())
     }
 
     fn ts(seconds: i64) -> jiff::Timestamp {
@@ -873,7 +873,7 @@ mod tests {
         assert_eq!(r.labels()[DISCOVERY_LABEL], "account");
         assert_eq!(r.labels()["compshare.ucloud.cn/region"], "cn-wlcb");
         assert_eq!(r.spec.credentials_ref.as_ref().unwrap().name, "keys");
-        assert!(created_by(&r, &d));
+        assert!(created_by(&CachedInstance::from(r.clone()), &d));
         let owner = &r.owner_references()[0];
         assert_eq!(
             (owner.uid.as_str(), owner.controller),

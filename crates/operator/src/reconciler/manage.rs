@@ -33,7 +33,7 @@ use super::{Context, Error, FIELD_MANAGER};
 use crate::poller::{ResourceKey, Target};
 use crate::resource::{
     ActionRecord, CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareInstance, CpuPlatform,
-    DeletionPolicy, PowerState, RELEASE_FINALIZER,
+    DeletionPolicy, InstanceResource, PowerState, RELEASE_FINALIZER,
 };
 use kube::runtime::controller::Action;
 

@@ -34,7 +34,7 @@ use crate::metrics::{Metrics, ResultLabels, StalledSource, WriteLabels};
 use crate::poller::{Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
     ActionRecord, CREATE_PENDING_ANNOTATION, CompShareInstance, CompShareInstanceStatus,
-    MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, RELEASE_FINALIZER,
+    InstanceResource, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, RELEASE_FINALIZER,
 };
 use crate::server::Readiness;
 use compshare_api::Disposition;
@@ -141,7 +141,7 @@ pub(crate) async fn run(
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<CompShareInstance> = match &ctx.settings.namespace {
+    let api: Api<cache::CachedInstance> = match &ctx.settings.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
@@ -157,7 +157,6 @@ pub(crate) async fn run(
     let known = store.clone();
     let resources = watcher(api, ctx.settings.watch_config())
         .default_backoff()
-        .modify(cache::keep_what_is_read)
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => notify.touched(o),
@@ -207,7 +206,7 @@ pub(crate) async fn run(
 
 /// The controller's cache, counted for the stalled gauge: what the resources' status says, as
 /// the apiserver last told it.
-struct StalledResources(kube::runtime::reflector::Store<CompShareInstance>);
+struct StalledResources(kube::runtime::reflector::Store<cache::CachedInstance>);
 
 impl std::fmt::Debug for StalledResources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,11 +218,8 @@ impl StalledSource for StalledResources {
     fn stalled_by_reason(&self) -> Vec<(String, i64)> {
         let mut by_reason = std::collections::BTreeMap::<String, i64>::new();
         for resource in self.0.state() {
-            match status::condition(resource.status.as_ref(), status::STALLED) {
-                Some(c) if c.status == status::TRUE => {
-                    *by_reason.entry(c.reason.clone()).or_default() += 1;
-                }
-                _ => {}
+            if let Some(reason) = resource.stalled() {
+                *by_reason.entry(reason.to_owned()).or_default() += 1;
             }
         }
         by_reason.into_iter().collect()
@@ -231,7 +227,7 @@ impl StalledSource for StalledResources {
 }
 
 /// What decides whether a watch event is worth a reconciliation.
-fn reconcile_inputs(o: &CompShareInstance) -> Option<u64> {
+fn reconcile_inputs(o: &cache::CachedInstance) -> Option<u64> {
     let mut h = DefaultHasher::new();
     o.metadata.generation.hash(&mut h);
     o.is_paused().hash(&mut h);
@@ -243,15 +239,16 @@ fn reconcile_inputs(o: &CompShareInstance) -> Option<u64> {
     Some(h.finish())
 }
 
-fn key_of(o: &CompShareInstance) -> ResourceKey {
+fn key_of(o: &impl Resource) -> ResourceKey {
     ResourceKey {
         namespace: o.namespace().unwrap_or_default(),
         name: o.name_any(),
     }
 }
 
-async fn reconcile(resource: Arc<CompShareInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(cached: Arc<cache::CachedInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let resource = cached.unpack();
     let result = reconcile_one(&resource, &ctx).await;
     ctx.metrics
         .reconcile_duration
@@ -572,16 +569,16 @@ fn stalled_on_credentials(resource: &CompShareInstance) -> bool {
         .is_some_and(Reason::is_credentials)
 }
 
-fn error_policy(resource: Arc<CompShareInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(resource: Arc<cache::CachedInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     // A conflict means the cached resource was older than the stored one (a guarded write, see
     // `manage`): the watch brings the newer one in moments.
     if let Error::Kube(kube::Error::Api(status)) = error
         && status.code == 409
     {
-        tracing::debug!(resource = %key_of(&resource), %error, "working from an older version; retrying");
+        tracing::debug!(resource = %key_of(resource.as_ref()), %error, "working from an older version; retrying");
         return Action::requeue(jittered(CONFLICT_RETRY));
     }
-    tracing::warn!(resource = %key_of(&resource), %error, "reconciliation failed; retrying");
+    tracing::warn!(resource = %key_of(resource.as_ref()), %error, "reconciliation failed; retrying");
     Action::requeue(jittered(ctx.settings.retry_after_error))
 }
 

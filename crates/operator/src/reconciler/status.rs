@@ -31,7 +31,7 @@ use super::reasons::Reason;
 use crate::poller::{Observation, Outcome};
 use crate::resource::{
     ActionRecord, AddressType, CompShareInstance, CompShareInstanceStatus, GpuInfo, ImageInfo,
-    InstanceAddress, OsInfo, PowerState, SoftwareEndpoint, SshAccess,
+    InstanceAddress, InstanceResource, OsInfo, PowerState, SoftwareEndpoint, SshAccess,
 };
 use compshare_api::Reach;
 use compshare_api::parse_login_command;
@@ -750,7 +750,7 @@ pub(crate) fn condition<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::resource::CompShareInstanceSpec;
     use compshare_api::MOVING_STATES;
@@ -902,6 +902,13 @@ mod tests {
             code,
             message: message.into(),
         }
+    }
+
+    /// The status the operator writes for a running machine (for the watch cache's packing).
+    pub(in crate::reconciler) fn of_a_running_machine() -> CompShareInstanceStatus {
+        let mut r = created(1);
+        see(&mut r, "Running", 100);
+        r.status.expect("a status")
     }
 
     /// What the apiserver gives a new resource: the CRD's status default.

@@ -218,8 +218,10 @@ pub struct CompShareInstanceSpec {
     /// A machine to create (instead of naming one in `uhostId`). Needs `managementPolicy: Manage`
     /// and `zone`. Immutable: for another machine, create another resource.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.machine is immutable: create another CompShareInstance for another machine"))]
+    //
+    // Boxed: every cached resource holds a spec inline, and most name a machine instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub machine: Option<MachineSpec>,
+    pub machine: Option<Box<MachineSpec>>,
 
     /// `Running` or `Stopped`: the power state the operator keeps the machine in. Absent: the
     /// operator leaves it as it is. Needs `managementPolicy: Manage`.
@@ -638,34 +640,40 @@ pub struct SoftwareEndpoint {
     pub url: CompactString,
 }
 
-impl CompShareInstance {
+/// What a `CompShareInstance` says through its metadata and spec, for the resource itself and for
+/// the operator's compact copy of it in its watch cache (`reconciler::cache`), which keeps both but
+/// packs the status.
+pub trait InstanceResource: kube::Resource {
+    /// The spec.
+    fn spec(&self) -> &CompShareInstanceSpec;
+
     /// The machine's id: the one the spec names, or the one the operator created for it.
-    pub fn machine_id(&self) -> Option<&str> {
-        self.spec
+    fn machine_id(&self) -> Option<&str> {
+        self.spec()
             .uhost_id
             .as_deref()
             .or_else(|| self.annotation(CREATED_ID_ANNOTATION))
     }
 
     /// Whether the operator may change the machine (`managementPolicy: Manage`).
-    pub fn is_managed(&self) -> bool {
-        self.spec.management_policy == Some(ManagementPolicy::Manage)
+    fn is_managed(&self) -> bool {
+        self.spec().management_policy == Some(ManagementPolicy::Manage)
     }
 
     /// The deletion policy in force: as set, else `Delete` for a machine to create and `Orphan`
     /// for one named by id.
-    pub fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec()
             .deletion_policy
-            .unwrap_or(if self.spec.machine.is_some() {
+            .unwrap_or(if self.spec().machine.is_some() {
                 DeletionPolicy::Delete
             } else {
                 DeletionPolicy::Orphan
             })
     }
 
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.meta()
             .annotations
             .as_ref()?
             .get(key)
@@ -673,23 +681,15 @@ impl CompShareInstance {
     }
 
     /// The annotation-requested pause.
-    pub fn is_paused(&self) -> bool {
-        self.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(PAUSED_ANNOTATION))
-            .is_some_and(|v| v == "true")
+    fn is_paused(&self) -> bool {
+        self.annotation(PAUSED_ANNOTATION) == Some("true")
     }
 
     /// The current refresh request, if any, as it is recorded in `status.lastHandledRefresh`:
     /// verbatim up to [`MAX_REFRESH_VALUE`] bytes; a longer value is cut short and marked with a
     /// digest of the whole, so that different long values stay different.
-    pub fn refresh_request(&self) -> Option<Cow<'_, str>> {
-        let value = self
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(REFRESH_ANNOTATION)?;
+    fn refresh_request(&self) -> Option<Cow<'_, str>> {
+        let value = self.annotation(REFRESH_ANNOTATION)?;
         if value.len() <= MAX_REFRESH_VALUE {
             return Some(Cow::Borrowed(value));
         }
@@ -699,7 +699,13 @@ impl CompShareInstance {
     }
 }
 
-/// The longest refresh value recorded verbatim (see [`CompShareInstance::refresh_request`]).
+impl InstanceResource for CompShareInstance {
+    fn spec(&self) -> &CompShareInstanceSpec {
+        &self.spec
+    }
+}
+
+/// The longest refresh value recorded verbatim (see [`InstanceResource::refresh_request`]).
 pub const MAX_REFRESH_VALUE: usize = 128;
 
 /// The longest prefix of `text` that has at most `max` bytes and ends on a character boundary.
