@@ -8,7 +8,10 @@
 //!   events per interval (the operator's metrics, and the apiserver's own as a check), CPU seconds
 //!   per interval;
 //! - resident memory of the operator, peak and steady;
-//! - the time from a state change in the simulator to that resource's status (median and p99).
+//! - the time from a state change in the simulator to that resource's status (median and p99);
+//! - a restart, as a rollout does it (SIGTERM, a fresh process with the same arguments): the time
+//!   until the new process has observed every resource once, the status writes and events from
+//!   the restart on (the design: none), calls per interval after it, and its peak memory.
 //!
 //! The discovery scenario (`--discovery-sizes`) starts from M machines and no resources: one
 //! `CompShareDiscovery` makes a resource for each, and the listing is their observation; beside
@@ -34,7 +37,7 @@ use clap::Parser;
 use compshare_api::DESCRIBE_ACTION;
 use compshare_operator::resource::{CompShareDiscovery, CompShareInstance};
 use compshare_simulator::{AdminClient, Fixture, Simulator, SimulatorHandle};
-use compshare_test_support::{Operator, OperatorBuilder, apiserver_writes};
+use compshare_test_support::{Operator, OperatorBuilder, apiserver_writes, poll_until};
 use compshare_testbed::{ControlPlane, Options};
 use futures::{StreamExt, TryStreamExt};
 use kube::Api;
@@ -75,8 +78,8 @@ struct Args {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../BENCHMARKS.md"))]
     output: PathBuf,
     /// N = 100 once, batched only, no report; exits non-zero when calls per interval exceed
-    /// ⌈N/100⌉, a new resource costs more than one status write, or anything is written in
-    /// steady state.
+    /// ⌈N/100⌉ (in steady state or after a restart), a new resource costs more than one status
+    /// write, or anything is written in steady state or from a restart on.
     #[arg(long)]
     smoke: bool,
     /// Extra environment of the operator, KEY=VALUE (for experiments such as allocator settings).
@@ -140,10 +143,8 @@ fn members_of_group(n: usize, groups: usize, g: usize) -> usize {
 struct Measurement {
     sync_seconds: f64,
     calls_per_interval: f64,
-    operator_status_writes: f64,
-    operator_events: f64,
-    apiserver_status_writes: f64,
-    apiserver_events: f64,
+    /// Status writes and events per interval in steady state.
+    steady_writes: Writes,
     cpu_sync_seconds: f64,
     cpu_per_interval: f64,
     rss_peak_mib: f64,
@@ -157,6 +158,72 @@ struct Measurement {
     /// Status writes per second the apiserver takes from a plain client (server-side apply, 16 at
     /// once, as the operator writes): the ceiling of any operator's sync rate on this machine.
     apiserver_write_rate: f64,
+    /// A restart of the operator over the synced resources, measured after everything above.
+    restart: Restart,
+}
+
+/// Status writes and events in a window, by the operator's count (`compshare_kube_writes_total`)
+/// and the apiserver's (`apiserver_request_total`, the check on the first).
+#[derive(Clone, Debug, Default)]
+struct Writes {
+    operator_status: f64,
+    operator_events: f64,
+    apiserver_status: f64,
+    apiserver_events: f64,
+}
+
+impl Writes {
+    /// Those between two snapshots, per interval of a window of `intervals` (1: the total).
+    fn between(before: &Snapshot, after: &Snapshot, intervals: u32) -> Writes {
+        let per = |f: fn(&Snapshot) -> f64| per_interval(f(before), f(after), intervals);
+        Writes {
+            operator_status: per(|s| s.operator_status),
+            operator_events: per(|s| s.operator_events),
+            apiserver_status: per(|s| s.apiserver_status),
+            apiserver_events: per(|s| s.apiserver_events),
+        }
+    }
+
+    /// Each count's median over the runs.
+    fn median<'a>(runs: impl Iterator<Item = &'a Writes> + Clone) -> Writes {
+        let m = |f: fn(&Writes) -> f64| median(runs.clone().map(f));
+        Writes {
+            operator_status: m(|w| w.operator_status),
+            operator_events: m(|w| w.operator_events),
+            apiserver_status: m(|w| w.apiserver_status),
+            apiserver_events: m(|w| w.apiserver_events),
+        }
+    }
+
+    /// Each count with what it counts, for the smoke run's verdicts.
+    fn named(&self) -> [(&'static str, f64); 4] {
+        [
+            ("status writes (operator)", self.operator_status),
+            ("events (operator)", self.operator_events),
+            ("status writes (apiserver)", self.apiserver_status),
+            ("events (apiserver)", self.apiserver_events),
+        ]
+    }
+}
+
+/// What a restart of the operator over N synced resources costs, the way a rollout restarts it
+/// (SIGTERM, then a fresh process with the same arguments). The design: the new process observes
+/// every resource once, at ⌈N/100⌉ calls per group, finds nothing changed, and writes nothing.
+#[derive(Clone, Debug, Default)]
+struct Restart {
+    /// From the new process's start until its first sweep (every resource observed once, see
+    /// [`first_sweep`]).
+    sweep_seconds: f64,
+    /// `DescribeCompShareInstance` calls of the new process until its first sweep.
+    sweep_calls: f64,
+    /// Status writes and events in all, from the SIGTERM to the old process through the first
+    /// sweep, one settling interval and the steady intervals after it (design: none).
+    writes: Writes,
+    /// Calls per interval over those steady intervals.
+    calls_per_interval: f64,
+    /// Peak resident memory (`VmHWM`) of the new process right after its first sweep: its
+    /// startup peak, with every resource listed and observed and nothing to write.
+    rss_peak_mib: f64,
 }
 
 const REGIONS: [&str; 2] = ["cn-wlcb", "cn-sh2"];
@@ -230,32 +297,26 @@ async fn main() {
     if args.smoke {
         let (scenario, measurements) = &results[0];
         let m = &measurements[0];
-        let mut failures = Vec::new();
-        // Counting whole intervals can catch one slot early at the window's edge.
-        let allowed = scenario.expected_calls() + 1.0 / f64::from(args.steady_intervals);
-        if m.calls_per_interval > allowed + 1e-9 {
-            failures.push(format!(
-                "{} cloud calls per interval, more than ⌈N/100⌉ = {}",
-                m.calls_per_interval,
-                scenario.expected_calls()
-            ));
-        }
+        let mut failures = quiet_failures(
+            scenario,
+            args.steady_intervals,
+            m.calls_per_interval,
+            (&m.steady_writes, "per interval"),
+            "in steady state",
+        );
         if m.sync_status_writes != scenario.n as f64 {
             failures.push(format!(
                 "{} status writes to sync {} new resources, not one each",
                 m.sync_status_writes, scenario.n
             ));
         }
-        for (what, value) in [
-            ("status writes (operator)", m.operator_status_writes),
-            ("events (operator)", m.operator_events),
-            ("status writes (apiserver)", m.apiserver_status_writes),
-            ("events (apiserver)", m.apiserver_events),
-        ] {
-            if value != 0.0 {
-                failures.push(format!("{value} {what} per interval in steady state"));
-            }
-        }
+        failures.extend(quiet_failures(
+            scenario,
+            args.steady_intervals,
+            m.restart.calls_per_interval,
+            (&m.restart.writes, "in all"),
+            "after the restart",
+        ));
         println!("{}", table(&results, args.interval));
         if !failures.is_empty() {
             eprintln!("smoke benchmark failed:\n- {}", failures.join("\n- "));
@@ -273,6 +334,34 @@ async fn main() {
         .and_then(|old| old.find(ANALYSIS_MARKER).map(|at| old[at..].to_owned()))
         .unwrap_or_default();
     std::fs::write(&args.output, report + &analysis).expect("write the report");
+}
+
+/// The smoke run's verdicts on a window in which nothing changes at the cloud (steady state, a
+/// restart): more cloud calls per interval than the design's ⌈N/100⌉ per group, or any status
+/// write or event, by the operator's count or the apiserver's, fails it. `writes` come with what
+/// they are (per interval, in all), and `window` says which window it was.
+fn quiet_failures(
+    scenario: &Scenario,
+    intervals: u32,
+    calls_per_interval: f64,
+    (writes, writes_are): (&Writes, &str),
+    window: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    // Counting whole intervals can catch one slot early at the window's edge.
+    let allowed = scenario.expected_calls() + 1.0 / f64::from(intervals);
+    if calls_per_interval > allowed + 1e-9 {
+        failures.push(format!(
+            "{calls_per_interval} cloud calls per interval {window}, more than ⌈N/100⌉ = {}",
+            scenario.expected_calls()
+        ));
+    }
+    for (what, value) in writes.named() {
+        if value != 0.0 {
+            failures.push(format!("{value} {what} {writes_are} {window}"));
+        }
+    }
+    failures
 }
 
 /// Where the generated part of the report ends and the hand-written analysis begins.
@@ -329,13 +418,17 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     );
     let logs = tempfile::tempdir().unwrap();
     admin.reset_counters().await.unwrap();
-    let mut builder = operator(args, &simulator, &control_plane, logs.path(), &namespace);
-    if scenario.mode == Mode::PerObject {
-        builder = builder.arg("--per-object-polling");
-    }
+    // The same command line for the first process and the restarted one.
+    let builder = || {
+        let builder = operator(args, &simulator, &control_plane, logs.path(), &namespace);
+        match scenario.mode {
+            Mode::PerObject => builder.arg("--per-object-polling"),
+            Mode::Batched => builder,
+        }
+    };
     let writes_before = apiserver_writes(&client, "compshareinstances", Some("status")).await;
     let started = Instant::now();
-    let operator = builder.start().await;
+    let operator = builder().start().await;
     eprintln!("   operator pid {}", operator.pid());
     let sync_timeout = Duration::from_secs(600);
     tracker.wait_all(sync_timeout).await;
@@ -346,7 +439,6 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
 
     let (before, after) =
         Snapshot::steady_state(&admin, &operator, &client, interval, args.steady_intervals).await;
-    let per_interval = |a: f64, b: f64| (b - a) / f64::from(args.steady_intervals);
     let (rss_peak, rss_steady) = memory_mib(operator.pid());
 
     // Change-to-status latency: flip instances to Stopped at random moments over two intervals.
@@ -378,17 +470,16 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         .collect();
     latencies.sort_by(f64::total_cmp);
 
+    let (operator, restart) = restart(operator, builder(), &admin, &client, scenario.n, args).await;
     hold_then_stop(args, operator, simulator, control_plane).await;
 
+    let intervals = args.steady_intervals;
     Measurement {
         sync_seconds,
-        calls_per_interval: per_interval(before.calls, after.calls),
-        operator_status_writes: per_interval(before.operator_status, after.operator_status),
-        operator_events: per_interval(before.operator_events, after.operator_events),
-        apiserver_status_writes: per_interval(before.apiserver_status, after.apiserver_status),
-        apiserver_events: per_interval(before.apiserver_events, after.apiserver_events),
+        calls_per_interval: per_interval(before.calls, after.calls, intervals),
+        steady_writes: Writes::between(&before, &after, intervals),
         cpu_sync_seconds: cpu_sync,
-        cpu_per_interval: per_interval(before.cpu, after.cpu),
+        cpu_per_interval: per_interval(before.cpu, after.cpu, intervals),
         rss_peak_mib: rss_peak,
         rss_steady_mib: rss_steady,
         latency_median: percentile(&latencies, 0.5),
@@ -396,6 +487,94 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         latency_max: latencies.last().copied().unwrap_or(0.0),
         sync_status_writes,
         apiserver_write_rate,
+        restart,
+    }
+}
+
+/// Restarts the operator as a rollout does: SIGTERM to `old`, waiting until it has exited, then a
+/// fresh process from `builder` (the same command line) over the `n` synced resources. Returns the
+/// new process, and what the restart cost ([`Restart`]).
+async fn restart(
+    old: Operator,
+    builder: OperatorBuilder,
+    admin: &AdminClient,
+    client: &kube::Client,
+    n: usize,
+    args: &Args,
+) -> (Operator, Restart) {
+    // Writes count from before the SIGTERM: what the old process writes as it stops is the
+    // rollout's too (the apiserver counts those; the operator's counters are the new process's,
+    // which starts from none, as a snapshot without an operator says).
+    let stopping = Snapshot::take(admin, None, client).await;
+    let exit = tokio::task::spawn_blocking(move || old.stop())
+        .await
+        .unwrap();
+    eprintln!("   operator stopped ({exit:?}), restarting");
+    // Calls count from its exit: the new process's only.
+    let stopped = Snapshot::take(admin, None, client).await;
+    let started = Instant::now();
+    let operator = builder.start().await;
+    eprintln!("   operator pid {}", operator.pid());
+    first_sweep(&operator, n, Duration::from_secs(600)).await;
+    let sweep_seconds = started.elapsed().as_secs_f64();
+    let swept = Snapshot::take(admin, Some(&operator), client).await;
+    let (rss_peak_mib, _) = memory_mib(operator.pid());
+    let (before, after) = Snapshot::steady_state(
+        admin,
+        &operator,
+        client,
+        args.interval,
+        args.steady_intervals,
+    )
+    .await;
+    let restart = Restart {
+        sweep_seconds,
+        sweep_calls: swept.calls - stopped.calls,
+        writes: Writes::between(&stopping, &after, 1),
+        calls_per_interval: per_interval(before.calls, after.calls, args.steady_intervals),
+        rss_peak_mib,
+    };
+    (operator, restart)
+}
+
+/// Waits until `operator` has observed each of the `n` resources once since it started (its first
+/// sweep); panics with its logs after `timeout`.
+///
+/// The definition is the operator's own: `compshare_instances` counts the resources its poller
+/// watches by the instance state last observed, `Unknown` before the first observation (a call by
+/// id, or a listing, that answered for it). A fresh process starts with none observed, so the
+/// sweep is done when the gauge counts all `n` and none of them `Unknown`. (Every instance of the
+/// benchmark exists: a missing one would stay `Unknown`.) Counting calls at the simulator would not
+/// say which resources were answered, and a sweep may take more than ⌈N/100⌉ calls when the
+/// resources reach the poller in several batches.
+async fn first_sweep(operator: &Operator, n: usize, timeout: Duration) {
+    let swept = poll_until(timeout, async || {
+        let metrics = operator.metrics().await;
+        let (mut watched, mut unknown) = (0.0, 0.0);
+        for line in metrics.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Some(labels) = series.strip_prefix("compshare_instances{") else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            watched += value;
+            if labels == "state=\"Unknown\"}" {
+                unknown += value;
+            }
+        }
+        (watched == n as f64 && unknown == 0.0)
+            .then_some(())
+            .ok_or((watched, unknown))
+    })
+    .await;
+    if let Err((watched, unknown)) = swept {
+        panic!(
+            "no first sweep after {timeout:?}: {watched} resources watched, {unknown} of them \
+             not observed yet\n{}",
+            operator.logs()
+        );
     }
 }
 
@@ -642,7 +821,7 @@ async fn run_discovery(m: usize, args: &Args) -> DiscoveryMeasurement {
 
     let (before, after) =
         Snapshot::steady_state(&admin, &operator, &client, interval, args.steady_intervals).await;
-    let per_interval = |a: f64, b: f64| (b - a) / f64::from(args.steady_intervals);
+    let intervals = args.steady_intervals;
     let (rss_peak, rss_steady) = memory_mib(operator.pid());
     let metrics = operator.metrics().await;
     let groups = |source: &str| {
@@ -659,12 +838,16 @@ async fn run_discovery(m: usize, args: &Args) -> DiscoveryMeasurement {
 
     DiscoveryMeasurement {
         sync_seconds,
-        calls_per_interval: per_interval(before.calls, after.calls),
-        listings_per_interval: per_interval(before.listings, after.listings),
+        calls_per_interval: per_interval(before.calls, after.calls, intervals),
+        listings_per_interval: per_interval(before.listings, after.listings, intervals),
         groups_listing,
         groups_ids,
-        status_writes_per_interval: per_interval(before.apiserver_status, after.apiserver_status),
-        cpu_per_interval: per_interval(before.cpu, after.cpu),
+        status_writes_per_interval: per_interval(
+            before.apiserver_status,
+            after.apiserver_status,
+            intervals,
+        ),
+        cpu_per_interval: per_interval(before.cpu, after.cpu, intervals),
         rss_peak_mib: rss_peak,
         rss_steady_mib: rss_steady,
     }
@@ -869,28 +1052,42 @@ impl Snapshot {
         intervals: u32,
     ) -> (Snapshot, Snapshot) {
         tokio::time::sleep(interval).await;
-        let before = Snapshot::take(admin, operator, client).await;
+        let before = Snapshot::take(admin, Some(operator), client).await;
         tokio::time::sleep(interval * intervals).await;
-        let after = Snapshot::take(admin, operator, client).await;
+        let after = Snapshot::take(admin, Some(operator), client).await;
         (before, after)
     }
 
-    async fn take(admin: &AdminClient, operator: &Operator, client: &kube::Client) -> Snapshot {
+    /// The counters now; without an operator, its own are zero (as a process about to start has
+    /// them).
+    async fn take(
+        admin: &AdminClient,
+        operator: Option<&Operator>,
+        client: &kube::Client,
+    ) -> Snapshot {
         let counters = admin.counters().await.unwrap();
+        let written = async |kind: &str| match operator {
+            Some(operator) => {
+                let series = format!("compshare_kube_writes_total{{kind=\"{kind}\"}}");
+                operator.metric(&series).await
+            }
+            None => 0.0,
+        };
         Snapshot {
             calls: counters.calls(DESCRIBE_ACTION) as f64,
             listings: counters.listings() as f64,
-            operator_status: operator
-                .metric("compshare_kube_writes_total{kind=\"status\"}")
-                .await,
-            operator_events: operator
-                .metric("compshare_kube_writes_total{kind=\"event\"}")
-                .await,
+            operator_status: written("status").await,
+            operator_events: written("event").await,
             apiserver_status: apiserver_writes(client, "compshareinstances", Some("status")).await,
             apiserver_events: apiserver_writes(client, "events", None).await,
-            cpu: cpu_seconds(operator.pid()),
+            cpu: operator.map_or(0.0, |o| cpu_seconds(o.pid())),
         }
     }
+}
+
+/// The change of a counter between two snapshots, per interval of a window of `intervals`.
+fn per_interval(before: f64, after: f64, intervals: u32) -> f64 {
+    (after - before) / f64::from(intervals)
 }
 
 /// utime + stime of a process, in seconds.
@@ -949,10 +1146,7 @@ fn medians(ms: &[Measurement]) -> Measurement {
     Measurement {
         sync_seconds: m(|x| x.sync_seconds),
         calls_per_interval: m(|x| x.calls_per_interval),
-        operator_status_writes: m(|x| x.operator_status_writes),
-        operator_events: m(|x| x.operator_events),
-        apiserver_status_writes: m(|x| x.apiserver_status_writes),
-        apiserver_events: m(|x| x.apiserver_events),
+        steady_writes: Writes::median(ms.iter().map(|x| &x.steady_writes)),
         cpu_sync_seconds: m(|x| x.cpu_sync_seconds),
         cpu_per_interval: m(|x| x.cpu_per_interval),
         rss_peak_mib: m(|x| x.rss_peak_mib),
@@ -962,6 +1156,13 @@ fn medians(ms: &[Measurement]) -> Measurement {
         latency_max: m(|x| x.latency_max),
         sync_status_writes: m(|x| x.sync_status_writes),
         apiserver_write_rate: m(|x| x.apiserver_write_rate),
+        restart: Restart {
+            sweep_seconds: m(|x| x.restart.sweep_seconds),
+            sweep_calls: m(|x| x.restart.sweep_calls),
+            writes: Writes::median(ms.iter().map(|x| &x.restart.writes)),
+            calls_per_interval: m(|x| x.restart.calls_per_interval),
+            rss_peak_mib: m(|x| x.restart.rss_peak_mib),
+        },
     }
 }
 
@@ -969,17 +1170,17 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| N | groups | mode | runs | time to sync (s) | calls / interval (design) | status writes / interval (operator, apiserver) | events / interval (operator, apiserver) | RSS peak / steady (MiB) | CPU s: sync, per interval | change → status (s): median, p99, max | status writes during sync, per s (apiserver ceiling) |"
+        "| N | groups | mode | runs | time to sync (s) | calls / interval (design) | status writes / interval (operator, apiserver) | events / interval (operator, apiserver) | RSS peak / steady (MiB) | CPU s: sync, per interval | change → status (s): median, p99, max | status writes during sync, per s (apiserver ceiling) | restart: first sweep (s), calls to it | restart: status writes (operator, apiserver) | restart: events (operator, apiserver) | restart: calls / interval (design) | restart: RSS peak after the first sweep (MiB) |"
     );
     let _ = writeln!(
         out,
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (s, ms) in results {
         let m = medians(ms);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.1} | {:.1} ({}) | {}, {} | {}, {} | {:.1} / {:.1} | {:.2}, {:.3} | {:.2}, {:.2}, {:.2} | {}, {:.0}/s ({:.0}/s) |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} ({}) | {}, {} | {}, {} | {:.1} / {:.1} | {:.2}, {:.3} | {:.2}, {:.2}, {:.2} | {}, {:.0}/s ({:.0}/s) | {:.1}, {} | {}, {} | {}, {} | {:.1} ({}) | {:.1} |",
             s.n,
             s.groups(),
             s.mode.name(),
@@ -987,10 +1188,10 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
             m.sync_seconds,
             m.calls_per_interval,
             s.expected_calls(),
-            m.operator_status_writes,
-            m.apiserver_status_writes,
-            m.operator_events,
-            m.apiserver_events,
+            m.steady_writes.operator_status,
+            m.steady_writes.apiserver_status,
+            m.steady_writes.operator_events,
+            m.steady_writes.apiserver_events,
             m.rss_peak_mib,
             m.rss_steady_mib,
             m.cpu_sync_seconds,
@@ -1001,6 +1202,15 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
             m.sync_status_writes,
             m.sync_status_writes / m.sync_seconds,
             m.apiserver_write_rate,
+            m.restart.sweep_seconds,
+            m.restart.sweep_calls,
+            m.restart.writes.operator_status,
+            m.restart.writes.apiserver_status,
+            m.restart.writes.operator_events,
+            m.restart.writes.apiserver_events,
+            m.restart.calls_per_interval,
+            s.expected_calls(),
+            m.restart.rss_peak_mib,
         );
     }
     let _ = writeln!(
@@ -1110,7 +1320,13 @@ fn report(
          status writes and events (the operator's `compshare_kube_writes_total`, and the\n\
          apiserver's `apiserver_request_total` as a check) and CPU seconds of the operator; its\n\
          resident memory (peak: `VmHWM`, steady: `VmRSS`); and the time from a state change in\n\
-         the simulator to the resource's status, over {} changes spread over two intervals.\n\
+         the simulator to the resource's status, over {} changes spread over two intervals. Then\n\
+         the operator is restarted as a rollout does it (SIGTERM, a fresh process with the same\n\
+         arguments): the time from the new process's start until it has observed every resource\n\
+         once (its `compshare_instances` gauge counts none `Unknown`) and the calls until then;\n\
+         status writes and events in all from the SIGTERM through that first sweep, one settling\n\
+         interval and {} more (the design: none); calls per interval over those {}; and the new\n\
+         process's `VmHWM` right after its first sweep.\n\
          `per-object` is the comparison mode (`--per-object-polling`): one call per resource per\n\
          interval, as every peer operator polls.\n\n\
          ## Results\n\n{}\n\
@@ -1118,6 +1334,8 @@ fn report(
         if command.is_empty() { "" } else { " -- " },
         args.steady_intervals,
         args.changes,
+        args.steady_intervals,
+        args.steady_intervals,
         table(results, args.interval),
         ratios(results),
         discovery_report(discovered, args.interval),
