@@ -160,6 +160,19 @@ struct Measurement {
     apiserver_write_rate: f64,
     /// A restart of the operator over the synced resources, measured after everything above.
     restart: Restart,
+    /// What the test bed's apiserver and etcd cost beside the operator.
+    control_plane: ControlPlaneCost,
+}
+
+/// CPU seconds and resident memory of the apiserver and of etcd, which hold and serve the N
+/// resources whatever the operator does: what a cluster pays for them beside the operator.
+#[derive(Clone, Debug, Default)]
+struct ControlPlaneCost {
+    /// During the sync, and per interval in steady state: apiserver, etcd.
+    cpu_sync_seconds: [f64; 2],
+    cpu_per_interval: [f64; 2],
+    /// `VmRSS` at the end of the steady window, MiB: apiserver, etcd.
+    rss_mib: [f64; 2],
 }
 
 /// Status writes and events in a window, by the operator's count (`compshare_kube_writes_total`)
@@ -427,19 +440,33 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         }
     };
     let writes_before = apiserver_writes(&client, "compshareinstances", Some("status")).await;
+    let control_plane_before = control_plane_pids().map(cpu_seconds);
     let started = Instant::now();
     let operator = builder().start().await;
     eprintln!("   operator pid {}", operator.pid());
-    let sync_timeout = Duration::from_secs(600);
+    // 10 minutes, or longer where the apiserver cannot take the writes faster than 200 a second.
+    let sync_timeout = Duration::from_secs(600).max(Duration::from_millis(5 * scenario.n as u64));
     tracker.wait_all(sync_timeout).await;
     let sync_seconds = started.elapsed().as_secs_f64();
     let cpu_sync = cpu_seconds(operator.pid());
+    let control_plane_sync = control_plane_pids().map(cpu_seconds);
     let sync_status_writes =
         apiserver_writes(&client, "compshareinstances", Some("status")).await - writes_before;
 
     let (before, after) =
         Snapshot::steady_state(&admin, &operator, &client, interval, args.steady_intervals).await;
     let (rss_peak, rss_steady) = memory_mib(operator.pid());
+    let control_plane_cost = ControlPlaneCost {
+        cpu_sync_seconds: [0, 1].map(|i| control_plane_sync[i] - control_plane_before[i]),
+        cpu_per_interval: [0, 1].map(|i| {
+            per_interval(
+                before.control_plane_cpu[i],
+                after.control_plane_cpu[i],
+                args.steady_intervals,
+            )
+        }),
+        rss_mib: control_plane_pids().map(|pid| memory_mib(pid).1),
+    };
 
     // Change-to-status latency: flip instances to Stopped at random moments over two intervals.
     let changes = args.changes.min(scenario.n);
@@ -488,6 +515,7 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         sync_status_writes,
         apiserver_write_rate,
         restart,
+        control_plane: control_plane_cost,
     }
 }
 
@@ -1039,6 +1067,8 @@ struct Snapshot {
     apiserver_status: f64,
     apiserver_events: f64,
     cpu: f64,
+    /// CPU seconds of the apiserver and etcd.
+    control_plane_cpu: [f64; 2],
 }
 
 impl Snapshot {
@@ -1081,8 +1111,34 @@ impl Snapshot {
             apiserver_status: apiserver_writes(client, "compshareinstances", Some("status")).await,
             apiserver_events: apiserver_writes(client, "events", None).await,
             cpu: operator.map_or(0.0, |o| cpu_seconds(o.pid())),
+            control_plane_cpu: control_plane_pids().map(cpu_seconds),
         }
     }
+}
+
+/// The test bed's kube-apiserver and etcd (the benchmark runs one control plane at a time), by
+/// their command lines.
+fn control_plane_pids() -> [u32; 2] {
+    let mut pids = [0; 2];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let command = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let program = command.split(|b| *b == 0).next().unwrap_or_default();
+        let testbed = command
+            .windows(b"compshare-testbed-".len())
+            .any(|w| w == b"compshare-testbed-");
+        if !testbed {
+            continue;
+        }
+        if program.ends_with(b"/kube-apiserver") {
+            pids[0] = pid;
+        } else if program.ends_with(b"/etcd") {
+            pids[1] = pid;
+        }
+    }
+    pids
 }
 
 /// The change of a counter between two snapshots, per interval of a window of `intervals`.
@@ -1143,6 +1199,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 fn medians(ms: &[Measurement]) -> Measurement {
     let m = |f: fn(&Measurement) -> f64| median(ms.iter().map(f));
+    let m_at = |f: fn(&Measurement) -> [f64; 2], i: usize| median(ms.iter().map(|x| f(x)[i]));
     Measurement {
         sync_seconds: m(|x| x.sync_seconds),
         calls_per_interval: m(|x| x.calls_per_interval),
@@ -1162,6 +1219,11 @@ fn medians(ms: &[Measurement]) -> Measurement {
             writes: Writes::median(ms.iter().map(|x| &x.restart.writes)),
             calls_per_interval: m(|x| x.restart.calls_per_interval),
             rss_peak_mib: m(|x| x.restart.rss_peak_mib),
+        },
+        control_plane: ControlPlaneCost {
+            cpu_sync_seconds: [0, 1].map(|i| m_at(|x| x.control_plane.cpu_sync_seconds, i)),
+            cpu_per_interval: [0, 1].map(|i| m_at(|x| x.control_plane.cpu_per_interval, i)),
+            rss_mib: [0, 1].map(|i| m_at(|x| x.control_plane.rss_mib, i)),
         },
     }
 }
@@ -1218,6 +1280,33 @@ fn table(results: &[(Scenario, Vec<Measurement>)], interval: Duration) -> String
         "\nPoll interval {}; medians over the runs.",
         humantime::format_duration(interval)
     );
+    out
+}
+
+/// What the apiserver and etcd cost beside the operator, per scenario.
+fn control_plane_table(results: &[(Scenario, Vec<Measurement>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| N | groups | mode | apiserver: CPU s during the sync, per interval; RSS (MiB) | etcd: CPU s during the sync, per interval; RSS (MiB) |"
+    );
+    let _ = writeln!(out, "|---:|---:|---|---:|---:|");
+    for (s, ms) in results {
+        let c = medians(ms).control_plane;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1}, {:.3}; {:.0} | {:.1}, {:.3}; {:.0} |",
+            s.n,
+            s.groups(),
+            s.mode.name(),
+            c.cpu_sync_seconds[0],
+            c.cpu_per_interval[0],
+            c.rss_mib[0],
+            c.cpu_sync_seconds[1],
+            c.cpu_per_interval[1],
+            c.rss_mib[1],
+        );
+    }
     out
 }
 
@@ -1330,6 +1419,10 @@ fn report(
          `per-object` is the comparison mode (`--per-object-polling`): one call per resource per\n\
          interval, as every peer operator polls.\n\n\
          ## Results\n\n{}\n\
+         ## What the apiserver and etcd cost beside the operator\n\n\
+         The test bed's kube-apiserver and etcd, which hold and serve the N resources whatever\n\
+         the operator does: CPU seconds from the operator's start until every resource is\n\
+         synced, and per interval in the steady window; resident memory (`VmRSS`) at its end.\n\n{}\n\
          ## Per-object mode relative to batched (same machine, same runs)\n\n{}\n{}",
         if command.is_empty() { "" } else { " -- " },
         args.steady_intervals,
@@ -1337,6 +1430,7 @@ fn report(
         args.steady_intervals,
         args.steady_intervals,
         table(results, args.interval),
+        control_plane_table(results),
         ratios(results),
         discovery_report(discovered, args.interval),
     )
