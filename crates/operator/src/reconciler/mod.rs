@@ -16,11 +16,10 @@ pub(crate) mod status;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -33,8 +32,8 @@ use tokio::sync::mpsc;
 use crate::metrics::{Metrics, ResultLabels, StalledSource, WriteLabels};
 use crate::poller::{Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
-    ActionRecord, CREATE_PENDING_ANNOTATION, CompShareInstance, CompShareInstanceStatus,
-    InstanceResource, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, RELEASE_FINALIZER,
+    ActionRecord, CompShareInstance, CompShareInstanceStatus, InstanceResource, MAX_POLL_INTERVAL,
+    MIN_POLL_INTERVAL, RELEASE_FINALIZER,
 };
 use crate::server::Readiness;
 use compshare_api::Disposition;
@@ -155,8 +154,13 @@ pub(crate) async fn run(
 
     let poller = ctx.poller.clone();
     let known = store.clone();
+    let cached = store.clone();
     let resources = watcher(api, ctx.settings.watch_config())
         .default_backoff()
+        .map_ok(move |mut event| {
+            cache::mark_changes(&cached, &mut event);
+            event
+        })
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => notify.touched(o),
@@ -180,7 +184,7 @@ pub(crate) async fn run(
         })
         .applied_objects()
         // Our own status writes need no reconciliation: only spec, annotations and deletion do.
-        .predicate_filter(reconcile_inputs, Default::default());
+        .try_filter(|o| std::future::ready(o.changed()));
 
     let observed = futures::stream::unfold(changes, |mut rx| async move {
         rx.recv()
@@ -224,19 +228,6 @@ impl StalledSource for StalledResources {
         }
         by_reason.into_iter().collect()
     }
-}
-
-/// What decides whether a watch event is worth a reconciliation.
-fn reconcile_inputs(o: &cache::CachedInstance) -> Option<u64> {
-    let mut h = DefaultHasher::new();
-    o.metadata.generation.hash(&mut h);
-    o.is_paused().hash(&mut h);
-    o.refresh_request().hash(&mut h);
-    o.metadata.deletion_timestamp.is_some().hash(&mut h);
-    o.machine_id().hash(&mut h);
-    o.annotation(CREATE_PENDING_ANNOTATION).hash(&mut h);
-    o.metadata.finalizers.hash(&mut h);
-    Some(h.finish())
 }
 
 fn key_of(o: &impl Resource) -> ResourceKey {
