@@ -341,6 +341,11 @@ impl ControlPlane {
             .name_any())
     }
 
+    /// The process id of `component`, while it runs (for measuring what it costs).
+    pub fn pid(&self, component: Component) -> Option<u32> {
+        self.lock().pid(component)
+    }
+
     /// Stops kube-apiserver and etcd, keeping their data; clients see connections refused until
     /// [`start_apiserver`](Self::start_apiserver).
     pub fn stop_apiserver(&self) {

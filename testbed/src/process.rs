@@ -144,6 +144,12 @@ impl Drop for Daemon {
 pub(crate) struct Processes(BTreeMap<Component, Process>);
 
 impl Processes {
+    /// The process id of `component`, while it runs.
+    pub(crate) fn pid(&mut self, component: Component) -> Option<u32> {
+        let process = self.0.get_mut(&component)?;
+        matches!(process.child.try_wait(), Ok(None)).then(|| process.child.id())
+    }
+
     /// Starts `component` unless it is already running (a component that exited is replaced),
     /// appending its output to `log`.
     pub(crate) fn launch(

@@ -38,7 +38,7 @@ use compshare_api::DESCRIBE_ACTION;
 use compshare_operator::resource::{CompShareDiscovery, CompShareInstance};
 use compshare_simulator::{AdminClient, Fixture, Simulator, SimulatorHandle};
 use compshare_test_support::{Operator, OperatorBuilder, apiserver_writes, poll_until};
-use compshare_testbed::{ControlPlane, Options};
+use compshare_testbed::{Component, ControlPlane, Options};
 use futures::{StreamExt, TryStreamExt};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -440,7 +440,9 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
         }
     };
     let writes_before = apiserver_writes(&client, "compshareinstances", Some("status")).await;
-    let control_plane_before = control_plane_pids().map(cpu_seconds);
+    let control_plane_pids = [Component::ApiServer, Component::Etcd]
+        .map(|c| control_plane.pid(c).expect("the control plane runs"));
+    let control_plane_before = control_plane_pids.map(cpu_seconds);
     let started = Instant::now();
     let operator = builder().start().await;
     eprintln!("   operator pid {}", operator.pid());
@@ -449,23 +451,25 @@ async fn run_scenario(scenario: Scenario, args: &Args) -> Measurement {
     tracker.wait_all(sync_timeout).await;
     let sync_seconds = started.elapsed().as_secs_f64();
     let cpu_sync = cpu_seconds(operator.pid());
-    let control_plane_sync = control_plane_pids().map(cpu_seconds);
+    let control_plane_sync = control_plane_pids.map(cpu_seconds);
     let sync_status_writes =
         apiserver_writes(&client, "compshareinstances", Some("status")).await - writes_before;
 
     let (before, after) =
         Snapshot::steady_state(&admin, &operator, &client, interval, args.steady_intervals).await;
     let (rss_peak, rss_steady) = memory_mib(operator.pid());
+    // Over the steady window and the settling interval before it.
+    let control_plane_steady = control_plane_pids.map(cpu_seconds);
     let control_plane_cost = ControlPlaneCost {
         cpu_sync_seconds: [0, 1].map(|i| control_plane_sync[i] - control_plane_before[i]),
         cpu_per_interval: [0, 1].map(|i| {
             per_interval(
-                before.control_plane_cpu[i],
-                after.control_plane_cpu[i],
-                args.steady_intervals,
+                control_plane_sync[i],
+                control_plane_steady[i],
+                args.steady_intervals + 1,
             )
         }),
-        rss_mib: control_plane_pids().map(|pid| memory_mib(pid).1),
+        rss_mib: control_plane_pids.map(|pid| memory_mib(pid).1),
     };
 
     // Change-to-status latency: flip instances to Stopped at random moments over two intervals.
@@ -1067,8 +1071,6 @@ struct Snapshot {
     apiserver_status: f64,
     apiserver_events: f64,
     cpu: f64,
-    /// CPU seconds of the apiserver and etcd.
-    control_plane_cpu: [f64; 2],
 }
 
 impl Snapshot {
@@ -1111,34 +1113,8 @@ impl Snapshot {
             apiserver_status: apiserver_writes(client, "compshareinstances", Some("status")).await,
             apiserver_events: apiserver_writes(client, "events", None).await,
             cpu: operator.map_or(0.0, |o| cpu_seconds(o.pid())),
-            control_plane_cpu: control_plane_pids().map(cpu_seconds),
         }
     }
-}
-
-/// The test bed's kube-apiserver and etcd (the benchmark runs one control plane at a time), by
-/// their command lines.
-fn control_plane_pids() -> [u32; 2] {
-    let mut pids = [0; 2];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let command = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let program = command.split(|b| *b == 0).next().unwrap_or_default();
-        let testbed = command
-            .windows(b"compshare-testbed-".len())
-            .any(|w| w == b"compshare-testbed-");
-        if !testbed {
-            continue;
-        }
-        if program.ends_with(b"/kube-apiserver") {
-            pids[0] = pid;
-        } else if program.ends_with(b"/etcd") {
-            pids[1] = pid;
-        }
-    }
-    pids
 }
 
 /// The change of a counter between two snapshots, per interval of a window of `intervals`.
@@ -1422,7 +1398,8 @@ fn report(
          ## What the apiserver and etcd cost beside the operator\n\n\
          The test bed's kube-apiserver and etcd, which hold and serve the N resources whatever\n\
          the operator does: CPU seconds from the operator's start until every resource is\n\
-         synced, and per interval in the steady window; resident memory (`VmRSS`) at its end.\n\n{}\n\
+         synced, and per interval over the settling interval and the steady window; resident\n\
+         memory (`VmRSS`) at its end.\n\n{}\n\
          ## Per-object mode relative to batched (same machine, same runs)\n\n{}\n{}",
         if command.is_empty() { "" } else { " -- " },
         args.steady_intervals,
