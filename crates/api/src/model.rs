@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use compact_str::CompactString;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::lenient::{self, Fields};
 
@@ -217,6 +217,108 @@ impl Instance {
         };
         instance.dropped_fields = f.dropped;
         Ok(instance)
+    }
+}
+
+impl Instance {
+    /// The element of `UHostSet` that [`Instance::read`] reads back as this instance (all but
+    /// [`Instance::dropped_fields`], which name what the original element had and this one
+    /// lacks): for keeping instances compactly, as text. It holds the password as the answer
+    /// did, so it is never logged or shown.
+    pub fn to_element(&self) -> Value {
+        // Destructured in full, so that a new field cannot be left out of the round trip.
+        let Instance {
+            u_host_id,
+            name,
+            state,
+            zone,
+            region,
+            machine_type,
+            cpu,
+            memory,
+            gpu,
+            gpu_type,
+            graphics_memory,
+            charge_type,
+            create_time,
+            expire_time,
+            is_expire,
+            auto_renew,
+            is_spot,
+            comp_share_image_id,
+            comp_share_image_name,
+            comp_share_image_type,
+            instance_type,
+            os_name,
+            os_type,
+            password,
+            ssh_login_command,
+            ip_set,
+            softwares,
+            remark,
+            tag,
+            stop_scheduler_time,
+            dropped_fields: _,
+        } = self;
+        let mut element = Map::new();
+        let mut text = |name: &str, value: &CompactString| {
+            if !value.is_empty() {
+                element.insert(name.to_owned(), Value::from(value.as_str()));
+            }
+        };
+        text("UHostId", u_host_id);
+        text("Name", name);
+        text("State", state);
+        text("Zone", zone);
+        text("Region", region);
+        text("MachineType", machine_type);
+        text("GpuType", gpu_type);
+        text("ChargeType", charge_type);
+        text("IsExpire", is_expire);
+        text("AutoRenew", auto_renew);
+        text("CompShareImageId", comp_share_image_id);
+        text("CompShareImageName", comp_share_image_name);
+        text("CompShareImageType", comp_share_image_type);
+        text("InstanceType", instance_type);
+        text("OsName", os_name);
+        text("OsType", os_type);
+        text("SshLoginCommand", ssh_login_command);
+        text("Remark", remark);
+        text("Tag", tag);
+        let numbers = [
+            ("CPU", cpu),
+            ("Memory", memory),
+            ("GPU", gpu),
+            ("CreateTime", create_time),
+            ("ExpireTime", expire_time),
+            ("StopSchedulerTime", stop_scheduler_time),
+        ];
+        for (name, value) in numbers {
+            if let Some(value) = value {
+                element.insert(name.to_owned(), Value::from(*value));
+            }
+        }
+        if let Some(GraphicsMemory { value }) = graphics_memory {
+            let value = value.map_or(Value::Null, Value::from);
+            element.insert("GraphicsMemory".to_owned(), json!({ "Value": value }));
+        }
+        if let Some(spot) = is_spot {
+            element.insert("IsSpot".to_owned(), Value::from(*spot));
+        }
+        if let Some(Password(base64)) = password {
+            element.insert("Password".to_owned(), base64.expose_secret().into());
+        }
+        let ips = ip_set.iter().map(|IpInfo { ip, r#type, vpc_id }| {
+            json!({ "IP": ip.as_str(), "Type": r#type.as_str(), "VPCId": vpc_id.as_str() })
+        });
+        element.insert("IPSet".to_owned(), ips.collect());
+        if !softwares.is_empty() {
+            let softwares = softwares.iter().map(
+                |Software { name, url }| json!({ "Name": name.as_str(), "URL": url.as_str() }),
+            );
+            element.insert("Softwares".to_owned(), softwares.collect());
+        }
+        Value::Object(element)
     }
 }
 
@@ -538,5 +640,66 @@ mod tests {
         let p = Password::from("c2VjcmV0LXB3");
         assert!(!format!("{p:?}").contains("c2VjcmV0LXB3"));
         assert!(Password::from("not base64!").decode().is_none());
+    }
+    /// Every field set to something other than its default, so that a field missed by
+    /// `to_element` or read back differently fails the round trip.
+    fn fully_populated() -> Instance {
+        Instance {
+            u_host_id: "uhost-1".into(),
+            name: "n".into(),
+            state: "Install Fail".into(),
+            zone: "cn-wlcb-01".into(),
+            region: "cn-wlcb".into(),
+            machine_type: "G".into(),
+            cpu: Some(16),
+            memory: Some(65536),
+            gpu: Some(2),
+            gpu_type: "4090".into(),
+            graphics_memory: Some(GraphicsMemory { value: Some(0.1) }),
+            charge_type: "Spot".into(),
+            create_time: Some(1_712_563_200),
+            expire_time: Some(1_715_155_200),
+            is_expire: "No".into(),
+            auto_renew: "Yes".into(),
+            is_spot: Some(true),
+            comp_share_image_id: "compshareImage-1".into(),
+            comp_share_image_name: "PyTorch 2.1".into(),
+            comp_share_image_type: "System".into(),
+            instance_type: "Container".into(),
+            os_name: "Ubuntu 22.04".into(),
+            os_type: "Linux".into(),
+            password: Some(Password::from("dWNsb3VkLmNu")),
+            ssh_login_command: "ssh root@117.50.0.1 -p 22".into(),
+            ip_set: vec![IpInfo {
+                ip: "10.0.0.1".into(),
+                r#type: "Private".into(),
+                vpc_id: "uvnet-1".into(),
+            }],
+            softwares: vec![Software {
+                name: "JupyterLab".into(),
+                url: "http://117.50.0.1:8888".into(),
+            }],
+            remark: "a remark with \"quotes\" and 中文".into(),
+            tag: "Default".into(),
+            stop_scheduler_time: Some(1_715_000_000),
+            dropped_fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_element_written_from_an_instance_reads_back_as_it() {
+        let full = fully_populated();
+        let partial = Instance {
+            graphics_memory: Some(GraphicsMemory { value: None }),
+            ..Instance::read(&json!({"UHostId": "uhost-2"})).unwrap()
+        };
+        for instance in [full, partial] {
+            let element = instance.to_element();
+            assert_eq!(Instance::read(&element).unwrap(), instance, "{element}");
+            // As text, too (floats included).
+            let text = serde_json::to_vec(&element).unwrap();
+            let reread = serde_json::from_slice::<Value>(&text).unwrap();
+            assert_eq!(Instance::read(&reread).unwrap(), instance);
+        }
     }
 }

@@ -12,6 +12,7 @@
 //!   HTTP endpoints together, from the configuration the command line gives (`config`).
 //! - `import`: the `import` command, manifests for an account's existing machines (its listing
 //!   and manifests are discovery's too).
+//! - `packing`: values kept for every resource (a cached status, an observed instance), packed.
 //! - `metrics`, `server`, `telemetry`, `shutdown`: what every run needs around it.
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ mod import;
 mod leadership;
 mod metrics;
 mod operator;
+mod packing;
 mod poller;
 mod reconciler;
 pub mod resource;

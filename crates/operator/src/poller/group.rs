@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::budget::Budget;
-use super::observation::{Observation, Outcome};
+use super::observation::{Observation, Outcome, PackedInstance, Record};
 use super::refreshes::{Handling, REFRESH_SPACING, RefreshShares};
 use super::schedule::{Inserted, Page, Schedule};
 use super::{GroupKey, Key, ResourceKey, Target};
@@ -57,7 +57,9 @@ struct GroupState {
     ids: HashMap<Id, Vec<Key>>,
     /// The ids whose instance was last seen on its way somewhere.
     moving: std::collections::HashSet<Id>,
-    members: HashMap<Key, Member>,
+    /// Boxed: a hash table keeps up to twice as many slots as entries, and a slot is as large
+    /// as its value.
+    members: HashMap<Key, Box<Member>>,
     /// Refreshes waiting for the end of their resource's refresh spacing.
     deferred: Vec<(Instant, Key)>,
     last_success: Option<Instant>,
@@ -76,7 +78,7 @@ struct Member {
     zone: Option<String>,
     generation: i64,
     interval: Duration,
-    observation: Option<Arc<Observation>>,
+    observation: Option<Record>,
     /// A refresh request waiting for the next call that includes this member.
     pending_refresh: Option<String>,
     /// When a refresh of this member was last polled right away.
@@ -167,7 +169,7 @@ impl Group {
             None => {
                 state.members.insert(
                     key.clone(),
-                    Member {
+                    Box::new(Member {
                         uhost_id: id.clone(),
                         zone: target.zone.clone(),
                         generation: target.generation,
@@ -175,7 +177,7 @@ impl Group {
                         observation: None,
                         pending_refresh: None,
                         refreshed_at: None,
-                    },
+                    }),
                 );
                 state.ids.entry(id.clone()).or_default().push(key.clone());
                 self.refreshes.join(&key.namespace);
@@ -234,8 +236,10 @@ impl Group {
         Some(handling)
     }
 
-    pub(super) fn observation(&self, key: &ResourceKey) -> Option<Arc<Observation>> {
-        self.state().members.get(key)?.observation.clone()
+    /// A member's latest observation, unpacked (outside the lock).
+    pub(super) fn observation(&self, key: &ResourceKey) -> Option<Observation> {
+        let record = self.state().members.get(key)?.observation.clone()?;
+        Some(record.unpack())
     }
 
     pub(super) fn gauges(&self) -> GroupGauges {
@@ -245,10 +249,7 @@ impl Group {
             states: state
                 .members
                 .values()
-                .map(|m| {
-                    let instance = m.observation.as_ref()?.instance.as_ref()?;
-                    Some(instance.state.clone())
-                })
+                .map(|m| Some(m.observation.as_ref()?.instance.as_ref()?.state.clone()))
                 .collect(),
             since_last_success: state.last_success.unwrap_or(state.created).elapsed(),
             interval: state.members.values().map(|m| m.interval).min(),
@@ -280,7 +281,7 @@ impl Group {
             found: listing
                 .iter()
                 .filter(|i| covered_ids.contains(&i.u_host_id))
-                .map(|i| (i.u_host_id.clone(), Arc::new(i.clone())))
+                .map(|i| (i.u_host_id.clone(), i.clone()))
                 .collect(),
             unreadable: HashMap::new(),
             anonymous: None,
@@ -492,7 +493,7 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Id>) {
 
 /// A call's answer, by instance id.
 struct Answer {
-    found: HashMap<Id, Arc<Instance>>,
+    found: HashMap<Id, Instance>,
     /// Elements that could not be read, by their id.
     unreadable: HashMap<Id, String>,
     /// Why an element without a readable id could not be read: any instance missing from the
@@ -506,7 +507,7 @@ impl Answer {
             found: response
                 .u_host_set
                 .into_iter()
-                .map(|i| (i.u_host_id.clone(), Arc::new(i)))
+                .map(|i| (i.u_host_id.clone(), i))
                 .collect(),
             unreadable: HashMap::new(),
             anonymous: None,
@@ -528,16 +529,10 @@ impl Answer {
         &self,
         id: &str,
         zone: Option<&str>,
-        last_known: Option<&Arc<Instance>>,
-    ) -> (Outcome, Option<Arc<Instance>>) {
+        last_known: Option<&PackedInstance>,
+    ) -> (Outcome, Option<PackedInstance>) {
         if let Some(seen) = self.found.get(id) {
-            // Keep the stored instance when nothing changed: the new copy is dropped with the
-            // answer instead of replacing an equal one.
-            let instance = match last_known {
-                Some(old) if **old == **seen => old.clone(),
-                _ => seen.clone(),
-            };
-            return (outcome_of(seen, zone), Some(instance));
+            return (outcome_of(seen, zone), Some(PackedInstance::pack(seen)));
         }
         let malformed = |problem: String| Outcome::Failed(CallError::Malformed(problem));
         let outcome = if let Some(problem) = self.unreadable.get(id) {
@@ -637,7 +632,7 @@ impl GroupState {
             let Some(member) = self.members.get_mut(key) else {
                 continue;
             };
-            let previous = member.observation.as_deref();
+            let previous = member.observation.as_ref();
             // What was known of the instance, as long as it was observed for this same spec:
             // facts seen under another generation may describe another lookup.
             let last_known = previous
@@ -653,7 +648,7 @@ impl GroupState {
                 None
             };
             let refresh = answered.or_else(|| previous.and_then(|p| p.refresh.clone()));
-            let observation = Observation {
+            let observation = Record {
                 instance,
                 outcome,
                 refresh,
@@ -665,12 +660,12 @@ impl GroupState {
                     && previous.and_then(|p| p.instance.as_ref()) != Some(instance)
                 {
                     tracing::warn!(
-                        uhost_id = %instance.u_host_id,
+                        uhost_id = %member.uhost_id,
                         fields = ?instance.dropped_fields,
                         "fields of the instance have a shape the operator cannot read; they are left out"
                     );
                 }
-                member.observation = Some(Arc::new(observation));
+                member.observation = Some(observation);
                 changed.push(key.clone());
             }
         }
@@ -684,5 +679,98 @@ fn outcome_of(instance: &Instance, zone: Option<&str>) -> Outcome {
             actual: instance.zone.to_string(),
         },
         _ => Outcome::Found,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use compshare_api::{Credentials, DescribeResponse, Instance};
+
+    use super::*;
+    use crate::poller::{BudgetConfig, ScheduleConfig};
+
+    /// What the group holds per member once observed, deterministically (run with
+    /// `--nocapture` to see the figure; BENCHMARKS.md, Memory): the member, its key, its place
+    /// in the schedule and the index by id, and its packed observation. The bound keeps it from
+    /// growing back unnoticed.
+    #[test]
+    fn an_observed_member_costs_what_its_observation_packs_into() {
+        const N: usize = 1000;
+        let credentials = Credentials::new("public", "private");
+        let budget = BudgetConfig {
+            calls_per_minute: NonZeroU32::new(600).unwrap(),
+            burst: NonZeroU32::new(10).unwrap(),
+        };
+        let schedule = ScheduleConfig {
+            page_size: 100,
+            urgent_window: Duration::from_millis(50),
+            max_jitter: Duration::from_secs(1),
+        };
+        let group = Group::new(
+            GroupKey::new(&credentials, "cn-wlcb", None),
+            credentials.clone(),
+            Arc::new(Budget::new(budget)),
+            Arc::new(RefreshShares::new(600)),
+            Schedule::new(schedule),
+            ExponentialBuilder::default(),
+        );
+        let metrics = Metrics::new();
+        let id = |i: usize| format!("uhost-{i:08}");
+
+        let before = crate::allocations::held();
+        for i in 0..N {
+            let key = Arc::new(ResourceKey {
+                namespace: "scale-1733127480".into(),
+                name: format!("instance-{i:05}"),
+            });
+            let target = Target {
+                credentials: credentials.clone(),
+                region: "cn-wlcb".into(),
+                project_id: None,
+                uhost_id: id(i),
+                zone: None,
+                interval: Duration::from_secs(10),
+                generation: 1,
+                observe_now: false,
+            };
+            group.upsert(&key, &target);
+        }
+        let mut state = group.state();
+        for ids in (0..N).collect::<Vec<_>>().chunks(100) {
+            let page = Page {
+                keys: ids.iter().map(|&i| Id::from(id(i))).collect(),
+                urgent: false,
+            };
+            let asked: HashMap<Key, i64> = page
+                .keys
+                .iter()
+                .flat_map(|id| &state.ids[id])
+                .map(|key| (key.clone(), 1))
+                .collect();
+            // A running machine as the scale benchmark's simulator answers (BENCHMARKS.md).
+            let answer = DescribeResponse {
+                u_host_set: ids
+                    .iter()
+                    .map(|&i| {
+                        let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+                        let element = compshare_test_support::running(&id(i), &ip);
+                        Instance::read(&element).expect("a running machine")
+                    })
+                    .collect(),
+                ..DescribeResponse::default()
+            };
+            let (changed, _) = state.apply(&page, &asked, Ok(answer), Instant::now(), &metrics);
+            assert_eq!(changed.len(), ids.len());
+        }
+        let held = crate::allocations::held() - before;
+        let per_member = held / N as isize;
+        println!(
+            "bytes per observed member: {per_member} ({} inline as a member, {} as its record)",
+            size_of::<Member>(),
+            size_of::<Record>(),
+        );
+        assert!(per_member < 1_000, "{per_member} bytes per observed member");
     }
 }

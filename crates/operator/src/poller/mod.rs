@@ -203,7 +203,7 @@ impl Poller {
         key: &ResourceKey,
         target: Option<Target>,
         refresh: Option<&str>,
-    ) -> Option<Arc<Observation>> {
+    ) -> Option<Observation> {
         let Some(target) = target else {
             self.registry().remove_member(key);
             return None;

@@ -2,20 +2,41 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use compshare_api::{CallError, Instance};
 
-/// The latest observation of one watched resource's instance.
+use crate::packing::{Pack, Packed};
+
+/// The latest observation of one watched resource's instance. `I` is how the instance is held:
+/// whole in what the poller hands out ([`Observation`]), packed in what it keeps for every
+/// member ([`Record`]).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Observation {
+pub(crate) struct Observation<I = Arc<Instance>> {
     /// The instance as last seen. Kept when a later call fails or no longer finds it, so nothing
     /// known is lost on a bad answer.
-    pub instance: Option<Arc<Instance>>,
+    pub instance: Option<I>,
     /// What the latest call said.
     pub outcome: Outcome,
     /// The latest refresh request (annotation value) that an observation has answered.
     pub refresh: Option<String>,
     /// The resource generation the latest call was made for.
     pub generation: i64,
+}
+
+/// What the poller keeps of a member's latest observation: about a tenth of the bytes of a whole
+/// instance, which at 100,000 resources is most of the poller's memory.
+pub(super) type Record = Observation<PackedInstance>;
+
+impl Record {
+    /// The observation as the poller hands it out.
+    pub(super) fn unpack(&self) -> Observation {
+        Observation {
+            instance: self.instance.as_ref().map(|i| Arc::new(i.unpack())),
+            outcome: self.outcome.clone(),
+            refresh: self.refresh.clone(),
+            generation: self.generation,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -29,4 +50,115 @@ pub(crate) enum Outcome {
     ZoneMismatch { actual: String },
     /// The call failed.
     Failed(CallError),
+}
+
+/// An instance, packed, with what the poller reads of it on every answer beside.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct PackedInstance {
+    /// For the gauges, and to poll an instance on its way somewhere faster.
+    pub state: CompactString,
+    /// Fields of the answer's element that the operator could not read
+    /// ([`Instance::dropped_fields`]): not in the element the instance packs as.
+    pub dropped_fields: Box<[&'static str]>,
+    instance: Packed<Instance>,
+}
+
+impl PackedInstance {
+    pub(super) fn pack(instance: &Instance) -> Self {
+        PackedInstance {
+            state: instance.state.clone(),
+            dropped_fields: instance.dropped_fields.as_slice().into(),
+            instance: Packed::pack(instance),
+        }
+    }
+
+    pub(super) fn unpack(&self) -> Instance {
+        Instance {
+            dropped_fields: self.dropped_fields.to_vec(),
+            ..self.instance.unpack()
+        }
+    }
+}
+
+/// An instance packs as the element of the answer it was read from (without what could not be
+/// read), against such an element for a machine as the simulator creates it. A unit test keeps
+/// the dictionary current.
+impl Pack for Instance {
+    const DICTIONARY: &'static [u8] = include_bytes!("instance_dictionary.json");
+
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_element()).expect("an element serializes")
+    }
+
+    fn from_json(json: &[u8]) -> Self {
+        let element = serde_json::from_slice(json).expect("a packed element parses");
+        Instance::read(&element)
+            .expect("a packed element reads as the instance it was written from")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A machine as the simulator's `CreateCompShareInstance` makes it
+    /// (`compshare-simulator`'s `create.rs`), read as the poller reads it.
+    fn created_machine() -> Instance {
+        Instance::read(&json!({
+            "UHostId": "uhost-3f5a1c2d", "Name": "train-0", "Remark": "",
+            "Region": "cn-wlcb", "Zone": "cn-wlcb-01", "State": "Running", "MachineType": "G",
+            "CPU": 16, "Memory": 65536, "GPU": 1, "GpuType": "4090",
+            "GraphicsMemory": {"Value": 24, "Rate": 1}, "CpuPlatform": "Amd/Epyc2",
+            "ChargeType": "Dynamic", "IsSpot": false,
+            "CompShareImageId": "compshareImage-2bqkvjr4tdzr", "CreateTime": 1_764_662_400,
+            "StartTime": 1_764_662_400, "UpdateTime": 1_764_662_400,
+            "Password": "dWNsb3VkLmNu", "SshLoginCommand": "ssh root@117.50.201.2 -p 22",
+            "IPSet": [
+                {"IP": "117.50.201.2", "Type": "Bgp", "IPMode": "IPv4", "VPCId": ""},
+                {"IP": "10.60.101.2", "Type": "Private", "IPMode": "IPv4",
+                 "VPCId": "uvnet-1a2b3c4d"},
+            ],
+        }))
+        .expect("a created machine reads")
+    }
+
+    #[test]
+    fn an_instance_unpacks_as_it_was_observed_and_packs_small() {
+        let mut instance = created_machine();
+        instance.u_host_id = "uhost-9c8d7e6f".into();
+        instance.password = Some("c2VjcmV0LXBhc3N3b3JkLTQy".into());
+        instance.ssh_login_command = "ssh root@117.50.7.19 -p 22".into();
+        instance.ip_set[0].ip = "117.50.7.19".into();
+        instance.ip_set[1].ip = "10.60.3.77".into();
+        instance.dropped_fields = vec!["Softwares"];
+        let packed = PackedInstance::pack(&instance);
+        assert_eq!(packed.unpack(), instance);
+        assert_eq!(packed.state, "Running");
+        assert!(
+            packed.instance.len() < 120,
+            "an instance packs into {} bytes",
+            packed.instance.len()
+        );
+        println!("an instance packs into {} bytes", packed.instance.len());
+        // What might be a secret is not shown.
+        assert!(!format!("{packed:?}").contains("c2VjcmV0"));
+    }
+
+    /// The dictionary is the element of a machine as the simulator creates one, so that an
+    /// instance packs as tightly as the dictionary can make it. When what an element holds
+    /// changes, this test rewrites the dictionary and fails once, to have the new one committed.
+    #[test]
+    fn the_dictionary_is_a_current_element() {
+        let current = created_machine().to_json();
+        if current != Instance::DICTIONARY {
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/poller/instance_dictionary.json"
+            );
+            std::fs::write(path, &current).expect("rewrite the dictionary");
+            panic!("{path} was out of date and has been rewritten: commit it");
+        }
+    }
 }

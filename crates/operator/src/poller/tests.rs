@@ -128,7 +128,7 @@ impl Harness {
     }
 
     /// What a reconciliation tells the poller for `key`, with `refresh`; its observation.
-    fn sync(&self, key: &ResourceKey, refresh: Option<&str>) -> Option<Arc<Observation>> {
+    fn sync(&self, key: &ResourceKey, refresh: Option<&str>) -> Option<Observation> {
         let target = self.targets.lock().unwrap().get(key).cloned();
         self.poller.sync(key, target, refresh)
     }
@@ -137,7 +137,7 @@ impl Harness {
         self.sync(key, Some(token));
     }
 
-    fn observation(&self, key: &ResourceKey) -> Option<Arc<Observation>> {
+    fn observation(&self, key: &ResourceKey) -> Option<Observation> {
         self.sync(key, None)
     }
 
@@ -152,7 +152,7 @@ impl Harness {
         &mut self,
         key: &ResourceKey,
         condition: impl Fn(&Observation) -> bool,
-    ) -> Arc<Observation> {
+    ) -> Observation {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(o) = self.observation(key)

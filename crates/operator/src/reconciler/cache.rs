@@ -4,7 +4,7 @@
 //! resource (BENCHMARKS.md).
 //!
 //! The cache holds each resource as a [`CachedInstance`]: what the controllers read of its
-//! metadata, its spec, and its status packed (78 bytes for a running machine, [`PackedStatus`]). The
+//! metadata, its spec, and its status packed (78 bytes for a running machine, [`crate::packing`]). The
 //! status is the largest part of a resource and is read only when the resource is reconciled,
 //! which in steady state is rarely; packing it, rather than dropping it and reading it back from
 //! the apiserver, keeps a reconciliation free of reads (issue 14, BENCHMARKS.md Memory).
@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::status;
+use crate::packing::{Pack, Packed};
 use crate::resource::{
     CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareDiscovery, CompShareInstance,
     CompShareInstanceSpec, CompShareInstanceStatus, DISCOVERY_LABEL, InstanceResource,
@@ -108,7 +109,7 @@ pub(crate) struct CachedInstance {
     /// Without what neither controller reads (`keep_what_is_read`).
     pub(crate) metadata: ObjectMeta,
     pub(crate) spec: CompShareInstanceSpec,
-    status: Option<PackedStatus>,
+    status: Option<Packed<CompShareInstanceStatus>>,
     /// The reason of a True `Stalled` condition, which the stalled gauge counts over the whole
     /// cache at every scrape (`StalledResources`), without unpacking each status.
     stalled: Option<CompactString>,
@@ -129,7 +130,7 @@ impl From<CompShareInstance> for CachedInstance {
         let mut cached = CachedInstance {
             metadata: o.metadata,
             spec: o.spec,
-            status: o.status.as_ref().map(PackedStatus::pack),
+            status: o.status.as_ref().map(Packed::pack),
             stalled,
             inputs: 0,
             changed: true,
@@ -175,7 +176,7 @@ impl CachedInstance {
         CompShareInstance {
             metadata: self.metadata.clone(),
             spec: self.spec.clone(),
-            status: self.status.as_ref().map(PackedStatus::unpack),
+            status: self.status.as_ref().map(Packed::unpack),
         }
     }
 
@@ -247,30 +248,18 @@ fn keep_what_is_read(meta: &mut ObjectMeta) {
     }
 }
 
-/// A status as compact JSON compressed with LZ4 against [`DICTIONARY`], a typical status: most of
-/// a status is field names, condition types and messages that every status shares, so a running
-/// machine's status packs into about a tenth of the bytes it takes as Rust values.
-#[derive(Clone, Debug)]
-struct PackedStatus(Box<[u8]>);
+/// A status packs against the status of a running machine as the operator writes it: most of a
+/// status is field names, condition types and messages that every status shares. A unit test
+/// keeps the dictionary current.
+impl Pack for CompShareInstanceStatus {
+    const DICTIONARY: &'static [u8] = include_bytes!("status_dictionary.json");
 
-/// The status of a running machine as the operator writes it; [`PackedStatus`] compresses against
-/// it. Any status packs and unpacks whatever the dictionary holds; a dictionary that no longer
-/// resembles what the operator writes only packs less tightly, which a unit test catches.
-static DICTIONARY: &[u8] = include_bytes!("status_dictionary.json");
-
-impl PackedStatus {
-    fn pack(status: &CompShareInstanceStatus) -> Self {
-        let json = serde_json::to_vec(status).expect("a status serializes");
-        PackedStatus(
-            lz4_flex::block::compress_prepend_size_with_dict(&json, DICTIONARY).into_boxed_slice(),
-        )
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a status serializes")
     }
 
-    fn unpack(&self) -> CompShareInstanceStatus {
-        // Both can fail only if the bytes were not made by `pack`, from a status of this type.
-        let json = lz4_flex::block::decompress_size_prepended_with_dict(&self.0, DICTIONARY)
-            .expect("a packed status decompresses");
-        serde_json::from_slice(&json).expect("a packed status deserializes")
+    fn from_json(json: &[u8]) -> Self {
+        serde_json::from_slice(json).expect("a packed status deserializes")
     }
 }
 
@@ -423,7 +412,7 @@ mod tests {
     fn the_dictionary_is_a_current_status() {
         let current =
             serde_json::to_vec(&status::tests::of_a_running_machine()).expect("serializes");
-        if current != DICTIONARY {
+        if current != CompShareInstanceStatus::DICTIONARY {
             let path = concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/src/reconciler/status_dictionary.json"
@@ -515,8 +504,9 @@ mod tests {
     fn a_cached_resource_costs_what_the_reconciler_reads() {
         let whole = bytes_per_cached_resource::<CompShareInstance>();
         let cached = bytes_per_cached_resource::<CachedInstance>();
-        let status = serde_json::from_value(status_of(7)).expect("a status");
-        let packed = PackedStatus::pack(&status).0.len();
+        let status: CompShareInstanceStatus =
+            serde_json::from_value(status_of(7)).expect("a status");
+        let packed = Packed::pack(&status).len();
         println!(
             "bytes per cached resource: {whole} whole, {cached} as cached; a packed status {packed}"
         );

@@ -366,7 +366,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
         let refresh = refresh.as_deref().filter(|token| Some(*token) != handled);
         observation = ctx.poller.sync(&key, Some(target.clone()), refresh);
         let found = observation
-            .as_deref()
+            .as_ref()
             .filter(|o| o.outcome == Outcome::Found)
             .and_then(|o| o.instance.as_deref());
         connection_refused = resource
@@ -396,7 +396,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
                 next = Action::requeue(after);
             }
         }
-        (Situation::Watched(observation.as_deref()), next)
+        (Situation::Watched(observation.as_ref()), next)
     };
     let action = action.or(step.action.take());
     management.action = action.as_ref();
