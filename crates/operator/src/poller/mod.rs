@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub(crate) use budget::BudgetConfig;
-pub(crate) use observation::{Observation, Outcome};
+pub(crate) use observation::{Observation, Outcome, PackedInstance};
 pub(crate) use schedule::ScheduleConfig;
 
 use crate::metrics::{GaugeSource, GroupSnapshot, Metrics, RefreshLabels, Snapshot};

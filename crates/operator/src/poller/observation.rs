@@ -52,9 +52,10 @@ pub(crate) enum Outcome {
     Failed(CallError),
 }
 
-/// An instance, packed, with what the poller reads of it on every answer beside.
+/// An instance, packed, with what the poller reads of it on every answer beside. Discovery keeps
+/// its listings so, too.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct PackedInstance {
+pub(crate) struct PackedInstance {
     /// For the gauges, and to poll an instance on its way somewhere faster.
     pub state: CompactString,
     /// Fields of the answer's element that the operator could not read
@@ -64,7 +65,7 @@ pub(super) struct PackedInstance {
 }
 
 impl PackedInstance {
-    pub(super) fn pack(instance: &Instance) -> Self {
+    pub(crate) fn pack(instance: &Instance) -> Self {
         PackedInstance {
             state: instance.state.clone(),
             dropped_fields: instance.dropped_fields.as_slice().into(),
@@ -72,7 +73,7 @@ impl PackedInstance {
         }
     }
 
-    pub(super) fn unpack(&self) -> Instance {
+    pub(crate) fn unpack(&self) -> Instance {
         Instance {
             dropped_fields: self.dropped_fields.to_vec(),
             ..self.instance.unpack()

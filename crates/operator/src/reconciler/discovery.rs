@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use compshare_api::{CallError, Instance};
+use compshare_api::CallError;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -43,6 +43,7 @@ use super::status::{FALSE, READY, RECONCILING, STALLED, SYNCED, TRUE, failure_re
 use super::{Context, FIELD_MANAGER, jittered};
 use crate::import::Lister;
 use crate::import::manifest::{self, Filters, Settings};
+use crate::poller::PackedInstance;
 use crate::resource::{
     Clash, CompShareDiscovery, CompShareDiscoveryStatus, CompShareInstance, DEFAULT_GRACE_PERIOD,
     DISCOVERY_LABEL, InstanceResource, ListResult, MAX_GRACE_PERIOD, MAX_POLL_INTERVAL,
@@ -132,8 +133,12 @@ struct Listing {
     /// The generation of the spec it was made for.
     generation: i64,
     /// The matching machines by id, or why there are none.
-    outcome: Result<Arc<BTreeMap<String, Instance>>, Failure>,
+    outcome: Result<Arc<Machines>, Failure>,
 }
+
+/// A listing's matching machines by id, packed: a discovery of a large account keeps thousands
+/// between listings and reads one only to make its resource.
+type Machines = BTreeMap<String, PackedInstance>;
 
 /// Why a listing failed, for the conditions and `lastListResult`.
 #[derive(Clone, Debug, PartialEq)]
@@ -316,7 +321,7 @@ impl Discoverer {
         discovery: &CompShareDiscovery,
         namespace: &str,
         memory: &mut Memory,
-    ) -> Result<Result<Arc<BTreeMap<String, Instance>>, Failure>, Error> {
+    ) -> Result<Result<Arc<Machines>, Failure>, Error> {
         let spec = &discovery.spec;
         // The Secret is read afresh while the last listing failed: it may have just been fixed.
         let fresh = memory.listing.as_ref().is_some_and(|l| l.outcome.is_err());
@@ -381,7 +386,12 @@ impl Discoverer {
                     .machines
                     .into_iter()
                     .filter(|machine| filters.keeps(machine))
-                    .map(|machine| (machine.u_host_id.to_string(), machine)),
+                    .map(|machine| {
+                        (
+                            machine.u_host_id.to_string(),
+                            PackedInstance::pack(&machine),
+                        )
+                    }),
             );
         }
         tracing::debug!(discovery = %discovery.name_any(), namespace, machines = matching.len(), ?regions, "listed");
@@ -556,7 +566,7 @@ fn created_by(resource: &CachedInstance, discovery: &CompShareDiscovery) -> bool
 /// namespace) match `machines` (the last successful listing's matching machines), at `now`.
 fn plan(
     discovery: &CompShareDiscovery,
-    machines: &BTreeMap<String, Instance>,
+    machines: &Machines,
     resources: &[Arc<CachedInstance>],
     listed_at: &Time,
     now: jiff::Timestamp,
@@ -616,7 +626,7 @@ fn plan(
             }
             continue;
         }
-        let mut resource = manifest::manifest(machine, &settings);
+        let mut resource = manifest::manifest(&machine.unpack(), &settings);
         let name = resource.name_any();
         if taken.contains(name.as_str()) {
             plan.clashes.push(Clash {
@@ -781,6 +791,7 @@ fn now() -> Time {
 mod tests {
     use super::*;
     use crate::resource::{CompShareDiscoverySpec, CompShareInstanceSpec};
+    use compshare_api::Instance;
 
     const GRACE: Duration = Duration::from_secs(60);
 
@@ -803,9 +814,9 @@ mod tests {
         }
     }
 
-    fn machines(list: &[(&str, &str)]) -> BTreeMap<String, Instance> {
+    fn machines(list: &[(&str, &str)]) -> Machines {
         list.iter()
-            .map(|(id, name)| ((*id).to_owned(), machine(id, name)))
+            .map(|(id, name)| ((*id).to_owned(), PackedInstance::pack(&machine(id, name))))
             .collect()
     }
 
@@ -817,7 +828,7 @@ mod tests {
     ) -> Arc<CachedInstance> {
         let planned = plan(
             d,
-            &BTreeMap::from([(m.u_host_id.to_string(), m.clone())]),
+            &BTreeMap::from([(m.u_host_id.to_string(), PackedInstance::pack(m))]),
             &[],
             &at(0),
             ts(0),
@@ -926,7 +937,7 @@ mod tests {
             ]
         );
         // Over a resource it made earlier, too: that one goes.
-        let earlier = own(&d, &listed["uhost-a1"], None);
+        let earlier = own(&d, &listed["uhost-a1"].unpack(), None);
         let planned = plan(
             &d,
             &listed,
@@ -942,7 +953,7 @@ mod tests {
         // Another discovery's resource is not this one's either.
         let mut other = discovery();
         other.metadata.uid = Some("uid-2".into());
-        let theirs = own(&other, &listed["uhost-a1"], None);
+        let theirs = own(&other, &listed["uhost-a1"].unpack(), None);
         let planned = plan(
             &d,
             &machines(&[("uhost-a1", "a")]),
@@ -994,7 +1005,7 @@ mod tests {
         );
 
         // Back before the end: the mark goes, the resource stays.
-        let back = BTreeMap::from([("uhost-g1".to_owned(), gone)]);
+        let back = BTreeMap::from([("uhost-g1".to_owned(), PackedInstance::pack(&gone))]);
         let planned = plan(&d, &back, &[marked], &at(40), ts(40), GRACE);
         assert_eq!(planned.unmark, vec!["gone-g1".to_owned()]);
         assert!(planned.create.is_empty() && planned.remove.is_empty());
