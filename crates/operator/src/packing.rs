@@ -70,3 +70,20 @@ impl<T> fmt::Debug for Packed<T> {
         write!(f, "Packed({} bytes)", self.bytes.len())
     }
 }
+
+/// For a test that keeps a dictionary current: a type's typical value as [`Pack::to_json`] writes
+/// it now, and the dictionary file `path` (under the crate) holds. When they differ, rewrites the
+/// file and fails once, to have the new one committed: a stale dictionary only packs less
+/// tightly, which nothing else would notice.
+#[cfg(test)]
+pub(crate) fn assert_dictionary_current<T: Pack>(typical: &T, path: &str) {
+    let current = typical.to_json();
+    if current != T::DICTIONARY {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::write(&path, &current).expect("rewrite the dictionary");
+        panic!(
+            "{} was out of date and has been rewritten: commit it",
+            path.display()
+        );
+    }
+}

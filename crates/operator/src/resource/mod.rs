@@ -640,36 +640,17 @@ pub struct SoftwareEndpoint {
     pub url: CompactString,
 }
 
-/// What a `CompShareInstance` says through its metadata and spec, for the resource itself and for
-/// the operator's compact copy of it in its watch cache (`reconciler::cache`), which keeps both but
-/// packs the status.
+/// What a `CompShareInstance` says through its metadata and the machine id its spec names, for
+/// the resource itself and for the operator's compact copy of it in its watch cache
+/// (`reconciler::cache`), which keeps these at hand but packs the rest of the spec and the status.
 pub trait InstanceResource: kube::Resource {
-    /// The spec.
-    fn spec(&self) -> &CompShareInstanceSpec;
+    /// The machine id the spec names (`spec.uhostId`).
+    fn named_id(&self) -> Option<&str>;
 
     /// The machine's id: the one the spec names, or the one the operator created for it.
     fn machine_id(&self) -> Option<&str> {
-        self.spec()
-            .uhost_id
-            .as_deref()
+        self.named_id()
             .or_else(|| self.annotation(CREATED_ID_ANNOTATION))
-    }
-
-    /// Whether the operator may change the machine (`managementPolicy: Manage`).
-    fn is_managed(&self) -> bool {
-        self.spec().management_policy == Some(ManagementPolicy::Manage)
-    }
-
-    /// The deletion policy in force: as set, else `Delete` for a machine to create and `Orphan`
-    /// for one named by id.
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec()
-            .deletion_policy
-            .unwrap_or(if self.spec().machine.is_some() {
-                DeletionPolicy::Delete
-            } else {
-                DeletionPolicy::Orphan
-            })
     }
 
     fn annotation(&self, key: &str) -> Option<&str> {
@@ -700,8 +681,27 @@ pub trait InstanceResource: kube::Resource {
 }
 
 impl InstanceResource for CompShareInstance {
-    fn spec(&self) -> &CompShareInstanceSpec {
-        &self.spec
+    fn named_id(&self) -> Option<&str> {
+        self.spec.uhost_id.as_deref()
+    }
+}
+
+impl CompShareInstance {
+    /// Whether the operator may change the machine (`managementPolicy: Manage`).
+    pub fn is_managed(&self) -> bool {
+        self.spec.management_policy == Some(ManagementPolicy::Manage)
+    }
+
+    /// The deletion policy in force: as set, else `Delete` for a machine to create and `Orphan`
+    /// for one named by id.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec
+            .deletion_policy
+            .unwrap_or(if self.spec.machine.is_some() {
+                DeletionPolicy::Delete
+            } else {
+                DeletionPolicy::Orphan
+            })
     }
 }
 
