@@ -726,4 +726,12 @@ async fn admission_refuses_bad_specs_with_clear_messages() {
     .await;
     let d = discoveries(&bed).get("good").await.unwrap();
     assert_eq!(d.status.unwrap().observed_generation, Some(0));
+
+    // Every example the README points at passes the same admission, as kubectl sends it.
+    let examples = compshare_test_support::repo_root().join("examples");
+    let examples = examples.to_str().expect("a UTF-8 path");
+    let applied = bed.kubectl(&["apply", "--dry-run=server", "-f", examples]);
+    for kind in ["compsharediscovery", "compshareinstance"] {
+        assert!(applied.contains(kind), "{applied}");
+    }
 }
