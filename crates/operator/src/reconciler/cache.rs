@@ -4,10 +4,11 @@
 //! resource (BENCHMARKS.md).
 //!
 //! The cache holds each resource as a [`CachedInstance`]: what the controllers read of its
-//! metadata, its spec, and its status packed (78 bytes for a running machine, [`crate::packing`]). The
-//! status is the largest part of a resource and is read only when the resource is reconciled,
-//! which in steady state is rarely; packing it, rather than dropping it and reading it back from
-//! the apiserver, keeps a reconciliation free of reads (issue 14, BENCHMARKS.md Memory).
+//! metadata, the machine id its spec names, and its spec and status packed ([`crate::packing`]:
+//! 78 bytes for the status of a running machine). Spec and status are read only when the
+//! resource is reconciled, which in steady state is rarely; packing them, rather than dropping
+//! them and reading them back from the apiserver, keeps a reconciliation free of reads (issue 14,
+//! BENCHMARKS.md Memory).
 
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
