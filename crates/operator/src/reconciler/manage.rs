@@ -27,6 +27,7 @@ use secrecy::SecretString;
 
 use super::credentials::ResolveError;
 use super::privileges::{Machine, Privilege};
+use super::queue::Action;
 use super::reasons::Reason;
 use super::status::{self, Problem, Situation};
 use super::{Context, Error, FIELD_MANAGER};
@@ -35,7 +36,6 @@ use crate::resource::{
     ActionRecord, CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareInstance, CpuPlatform,
     DeletionPolicy, InstanceResource, PowerState, RELEASE_FINALIZER,
 };
-use kube::runtime::controller::Action;
 
 /// How long a pending create whose outcome is unknown (its answer was lost) is looked for by its
 /// mark before it is taken as not made. The gateway lists a new machine at once; this leaves a

@@ -11,6 +11,7 @@ pub(crate) mod discovery;
 mod events;
 mod manage;
 pub(crate) mod privileges;
+mod queue;
 mod reasons;
 pub(crate) mod status;
 
@@ -22,12 +23,12 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::metrics::{Metrics, ResultLabels, StalledSource, WriteLabels};
 use crate::poller::{Outcome, Poller, ResourceKey, Target};
@@ -39,6 +40,7 @@ use crate::server::Readiness;
 use compshare_api::Disposition;
 use credentials::{AllowedNamespaces, CredentialsPolicy, CredentialsResolver, ResolveError};
 use privileges::Privilege;
+use queue::{Action, Trigger};
 use reasons::Reason;
 use status::{Inputs, Management, Situation};
 
@@ -155,6 +157,7 @@ pub(crate) async fn run(
     let poller = ctx.poller.clone();
     let known = store.clone();
     let cached = store.clone();
+    // The watch fills the cache and asks for the reconciliations its versions call for.
     let resources = watcher(api, ctx.settings.watch_config())
         .default_backoff()
         .map_ok(move |mut event| {
@@ -162,49 +165,60 @@ pub(crate) async fn run(
             event
         })
         .reflect(writer)
-        .inspect(move |event| match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => notify.touched(o),
-            Ok(watcher::Event::Delete(o)) => {
-                poller.sync(&key_of(o), None, None);
-                notify.touched(o);
-            }
-            // After a (re-)list: forget resources deleted while the watch was down. The first
-            // also makes the operator ready. (Not `Store::wait_until_ready`: it wakes only one
-            // of its waiters, and the controller is already one.)
-            Ok(watcher::Event::InitDone) => {
-                poller.retain(|key| {
-                    known
-                        .get(&ObjectRef::new(&key.name).within(&key.namespace))
-                        .is_some()
-                });
-                notify.set_ready();
-                readiness.set(true);
-            }
-            _ => {}
-        })
-        .applied_objects()
-        // Our own status writes need no reconciliation: only spec, annotations and deletion do.
-        .try_filter(|o| std::future::ready(o.changed()));
-
+        .filter_map(move |event| {
+            std::future::ready(match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    notify.touched(&o);
+                    // Our own status writes need no reconciliation: only spec, annotations and
+                    // deletion do.
+                    o.changed().then(|| Trigger::One(key_of(&o)))
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    poller.sync(&key_of(&o), None, None);
+                    notify.touched(&o);
+                    None
+                }
+                // After a (re-)list: forget resources deleted while the watch was down. The first
+                // also makes the operator ready.
+                Ok(watcher::Event::InitDone) => {
+                    poller.retain(|key| {
+                        known
+                            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                            .is_some()
+                    });
+                    notify.set_ready();
+                    readiness.set(true);
+                    Some(Trigger::Ready)
+                }
+                Ok(watcher::Event::Init) => None,
+                // The watcher tries again, with backoff.
+                Err(error) => {
+                    tracing::debug!(%error, "watching CompShareInstances");
+                    None
+                }
+            })
+        });
     let observed = futures::stream::unfold(changes, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|key| (ObjectRef::new(&key.name).within(&key.namespace), rx))
+        rx.recv().await.map(|key| (Trigger::One(key), rx))
     });
-
-    let concurrency = ctx.settings.concurrency;
     let rotations = ctx
         .credentials
         .clone()
-        .rotations(ctx.settings.credentials_recheck);
-    Controller::for_stream(resources, store)
-        .reconcile_on(observed)
-        .reconcile_all_on(rotations)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|_| std::future::ready(()))
-        .await;
+        .rotations(ctx.settings.credentials_recheck)
+        .map(|()| Trigger::All);
+    let every = store.clone();
+    queue::drive(
+        futures::stream::select(resources, futures::stream::select(observed, rotations)),
+        move || every.state().iter().map(|o| key_of(o.as_ref())).collect(),
+        ctx.settings.concurrency,
+        |key: ResourceKey| {
+            let cached = store.get(&ObjectRef::new(&key.name).within(&key.namespace));
+            let span = tracing::info_span!("reconciling", resource = %key);
+            reconcile(cached, ctx.clone()).instrument(span)
+        },
+        shutdown,
+    )
+    .await;
     ctx.metrics.set_stalled_source(None);
 }
 
@@ -237,7 +251,12 @@ fn key_of(o: &impl Resource) -> ResourceKey {
     }
 }
 
-async fn reconcile(cached: Arc<cache::CachedInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles a resource as the cache holds it now (nothing when it is gone), and says when to
+/// again.
+async fn reconcile(cached: Option<Arc<cache::CachedInstance>>, ctx: Arc<Context>) -> Action {
+    let Some(cached) = cached else {
+        return Action::await_change();
+    };
     let started = std::time::Instant::now();
     let resource = cached.unpack();
     let result = reconcile_one(&resource, &ctx).await;
@@ -249,7 +268,7 @@ async fn reconcile(cached: Arc<cache::CachedInstance>, ctx: Arc<Context>) -> Res
         .reconciles
         .get_or_create(&ResultLabels { result: outcome })
         .inc();
-    result
+    result.unwrap_or_else(|error| error_policy(&resource, &error, &ctx))
 }
 
 async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Action, Error> {
@@ -560,16 +579,17 @@ fn stalled_on_credentials(resource: &CompShareInstance) -> bool {
         .is_some_and(Reason::is_credentials)
 }
 
-fn error_policy(resource: Arc<cache::CachedInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+/// When a failed reconciliation is tried again.
+fn error_policy(resource: &CompShareInstance, error: &Error, ctx: &Context) -> Action {
     // A conflict means the cached resource was older than the stored one (a guarded write, see
     // `manage`): the watch brings the newer one in moments.
     if let Error::Kube(kube::Error::Api(status)) = error
         && status.code == 409
     {
-        tracing::debug!(resource = %key_of(resource.as_ref()), %error, "working from an older version; retrying");
+        tracing::debug!(resource = %key_of(resource), %error, "working from an older version; retrying");
         return Action::requeue(jittered(CONFLICT_RETRY));
     }
-    tracing::warn!(resource = %key_of(resource.as_ref()), %error, "reconciliation failed; retrying");
+    tracing::warn!(resource = %key_of(resource), %error, "reconciliation failed; retrying");
     Action::requeue(jittered(ctx.settings.retry_after_error))
 }
 
