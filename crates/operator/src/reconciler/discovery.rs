@@ -46,8 +46,8 @@ use crate::import::manifest::{self, Filters, Settings};
 use crate::poller::PackedInstance;
 use crate::resource::{
     Clash, CompShareDiscovery, CompShareDiscoveryStatus, CompShareInstance, DEFAULT_GRACE_PERIOD,
-    DISCOVERY_LABEL, InstanceResource, ListResult, MAX_GRACE_PERIOD, MAX_POLL_INTERVAL,
-    MIN_POLL_INTERVAL, MISSING_SINCE_ANNOTATION, REFRESH_ANNOTATION, SHARD_LABEL,
+    DISCOVERY_LABEL, ListResult, MAX_GRACE_PERIOD, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL,
+    MISSING_SINCE_ANNOTATION, REFRESH_ANNOTATION, SHARD_LABEL,
 };
 
 /// Throttled or transient listing calls are tried again this many times (0.5 s, then 1 s) before
@@ -106,7 +106,7 @@ struct Discoverer {
     /// Every `CompShareDiscovery` in the watched namespaces (the controller's cache).
     discoveries: Store<CompShareDiscovery>,
     /// Every `CompShareInstance` in the watched namespaces.
-    instances: Store<CachedInstance>,
+    instances: cache::Store,
     /// Whether `instances` holds the first complete list: until then, nothing is created (a
     /// hand-written resource not seen yet would be duplicated).
     instances_ready: Arc<AtomicBool>,
@@ -234,12 +234,7 @@ async fn reconcile(
         .map(|s| s.clashes.clone())
         .unwrap_or_default();
     if let Ok(machines) = &listing.outcome {
-        let others: Vec<Arc<CachedInstance>> = d
-            .instances
-            .state()
-            .into_iter()
-            .filter(|i| i.namespace().as_deref() == Some(namespace.as_str()))
-            .collect();
+        let others = d.instances.in_namespace(&namespace);
         let plan = plan(
             &discovery,
             machines,
@@ -264,11 +259,9 @@ async fn reconcile(
     }
     let managed = d
         .instances
-        .state()
+        .in_namespace(&namespace)
         .iter()
-        .filter(|i| {
-            i.namespace().as_deref() == Some(namespace.as_str()) && created_by(i, &discovery)
-        })
+        .filter(|i| created_by(i, &discovery))
         .count();
     {
         // Deleted discoveries are forgotten (they have no finalizer: no reconciliation sees them
@@ -556,10 +549,9 @@ struct Plan {
 
 /// Whether `discovery` created `resource`: its controller owner reference and label say so.
 fn created_by(resource: &CachedInstance, discovery: &CompShareDiscovery) -> bool {
-    let uid = discovery.uid();
-    resource.owner_references().iter().any(|o| {
-        o.controller == Some(true) && Some(&o.uid) == uid.as_ref() && o.kind == "CompShareDiscovery"
-    }) && resource.labels().get(DISCOVERY_LABEL) == Some(&discovery.name_any())
+    discovery
+        .uid()
+        .is_some_and(|uid| resource.made_by(&discovery.name_any(), &uid))
 }
 
 /// Pure: the changes that make `resources` (every `CompShareInstance` of the discovery's
@@ -576,16 +568,13 @@ fn plan(
     let (mine, others): (Vec<&CachedInstance>, Vec<&CachedInstance>) = resources
         .iter()
         .map(Arc::as_ref)
-        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .filter(|r| !r.is_deleting())
         .partition(|r| created_by(r, discovery));
     let others_by_id: BTreeMap<&str, &str> = others
         .iter()
-        .filter_map(|r| Some((r.machine_id()?, r.metadata.name.as_deref()?)))
+        .filter_map(|r| Some((r.machine_id()?, r.key().name.as_str())))
         .collect();
-    let taken: BTreeSet<&str> = resources
-        .iter()
-        .filter_map(|r| r.metadata.name.as_deref())
-        .collect();
+    let taken: BTreeSet<&str> = resources.iter().map(|r| r.key().name.as_str()).collect();
     let mine_by_id: BTreeMap<&str, &CachedInstance> = mine
         .iter()
         .filter_map(|r| Some((r.machine_id()?, *r)))
@@ -615,14 +604,13 @@ fn plan(
             });
             // A hand-written resource wins over one made earlier.
             if let Some(own) = mine_by_id.get(id.as_str()) {
-                plan.remove
-                    .push((own.name_any(), own.uid().unwrap_or_default()));
+                plan.remove.push(removal(own));
             }
             continue;
         }
         if let Some(own) = mine_by_id.get(id.as_str()) {
-            if own.annotations().contains_key(MISSING_SINCE_ANNOTATION) {
-                plan.unmark.push(own.name_any());
+            if own.missing_since().is_some() {
+                plan.unmark.push(own.key().name.clone());
             }
             continue;
         }
@@ -651,11 +639,10 @@ fn plan(
             continue;
         }
         let since = own
-            .annotations()
-            .get(MISSING_SINCE_ANNOTATION)
+            .missing_since()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok());
         match since {
-            None => plan.mark.push((own.name_any(), listed.clone())),
+            None => plan.mark.push((own.key().name.clone(), listed.clone())),
             Some(since) => {
                 let ends = jiff::SignedDuration::try_from(grace)
                     .ok()
@@ -667,9 +654,7 @@ fn plan(
                         plan.look_again =
                             Some(plan.look_again.map_or(left, |l: Duration| l.min(left)));
                     }
-                    _ => plan
-                        .remove
-                        .push((own.name_any(), own.uid().unwrap_or_default())),
+                    _ => plan.remove.push(removal(own)),
                 }
             }
         }
@@ -680,6 +665,14 @@ fn plan(
     }
     plan.clashes.sort();
     plan
+}
+
+/// A resource to remove: its name, and its uid (the deletion's precondition).
+fn removal(resource: &CachedInstance) -> (String, String) {
+    (
+        resource.key().name.clone(),
+        resource.metadata().uid.unwrap_or_default(),
+    )
 }
 
 /// The status for the discovery after a reconciliation.

@@ -23,14 +23,13 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::metrics::{Metrics, ResultLabels, StalledSource, WriteLabels};
+use crate::metrics::{Metrics, ResultLabels, WriteLabels};
 use crate::poller::{Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
     ActionRecord, CompShareInstance, CompShareInstanceStatus, InstanceResource, MAX_POLL_INTERVAL,
@@ -142,17 +141,13 @@ pub(crate) async fn run(
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<cache::CachedInstance> = match &ctx.settings.namespace {
+    let api: Api<cache::WatchedInstance> = match &ctx.settings.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let cache::Filler {
-        writer,
-        store,
-        notify,
-    } = cache;
+    let cache::Filler { store, notify } = cache;
     ctx.metrics
-        .set_stalled_source(Some(Arc::new(StalledResources(store.clone()))));
+        .set_stalled_source(Some(Arc::new(store.clone())));
 
     let poller = ctx.poller.clone();
     let known = store.clone();
@@ -160,32 +155,24 @@ pub(crate) async fn run(
     // The watch fills the cache and asks for the reconciliations its versions call for.
     let resources = watcher(api, ctx.settings.watch_config())
         .default_backoff()
-        .map_ok(move |mut event| {
-            cache::mark_changes(&cached, &mut event);
-            event
-        })
-        .reflect(writer)
+        .map_ok(move |event| cached.apply(event))
         .filter_map(move |event| {
             std::future::ready(match event {
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                     notify.touched(&o);
                     // Our own status writes need no reconciliation: only spec, annotations and
                     // deletion do.
-                    o.changed().then(|| Trigger::One(key_of(&o)))
+                    o.changed().then(|| Trigger::One(o.key().clone()))
                 }
                 Ok(watcher::Event::Delete(o)) => {
-                    poller.sync(&key_of(&o), None, None);
+                    poller.sync(o.key(), None, None);
                     notify.touched(&o);
                     None
                 }
                 // After a (re-)list: forget resources deleted while the watch was down. The first
                 // also makes the operator ready.
                 Ok(watcher::Event::InitDone) => {
-                    poller.retain(|key| {
-                        known
-                            .get(&ObjectRef::new(&key.name).within(&key.namespace))
-                            .is_some()
-                    });
+                    poller.retain(|key| known.contains(key));
                     notify.set_ready();
                     readiness.set(true);
                     Some(Trigger::Ready)
@@ -209,10 +196,10 @@ pub(crate) async fn run(
     let every = store.clone();
     queue::drive(
         futures::stream::select(resources, futures::stream::select(observed, rotations)),
-        move || every.state().iter().map(|o| key_of(o.as_ref())).collect(),
+        move || every.keys(),
         ctx.settings.concurrency,
         |key: ResourceKey| {
-            let cached = store.get(&ObjectRef::new(&key.name).within(&key.namespace));
+            let cached = store.get(&key);
             let span = tracing::info_span!("reconciling", resource = %key);
             reconcile(cached, ctx.clone()).instrument(span)
         },
@@ -220,28 +207,6 @@ pub(crate) async fn run(
     )
     .await;
     ctx.metrics.set_stalled_source(None);
-}
-
-/// The controller's cache, counted for the stalled gauge: what the resources' status says, as
-/// the apiserver last told it.
-struct StalledResources(kube::runtime::reflector::Store<cache::CachedInstance>);
-
-impl std::fmt::Debug for StalledResources {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StalledResources").finish_non_exhaustive()
-    }
-}
-
-impl StalledSource for StalledResources {
-    fn stalled_by_reason(&self) -> Vec<(String, i64)> {
-        let mut by_reason = std::collections::BTreeMap::<String, i64>::new();
-        for resource in self.0.state() {
-            if let Some(reason) = resource.stalled() {
-                *by_reason.entry(reason.to_owned()).or_default() += 1;
-            }
-        }
-        by_reason.into_iter().collect()
-    }
 }
 
 fn key_of(o: &impl Resource) -> ResourceKey {

@@ -641,8 +641,8 @@ pub struct SoftwareEndpoint {
 }
 
 /// What a `CompShareInstance` says through its metadata and the machine id its spec names, for
-/// the resource itself and for the operator's compact copy of it in its watch cache
-/// (`reconciler::cache`), which keeps these at hand but packs the rest of the spec and the status.
+/// the resource itself and for the form the operator's watch reads it in (`reconciler::cache`),
+/// which keeps these at hand but packs the rest of the spec and the status.
 pub trait InstanceResource: kube::Resource {
     /// The machine id the spec names (`spec.uhostId`).
     fn named_id(&self) -> Option<&str>;
