@@ -49,9 +49,10 @@ impl fmt::Display for ResourceKey {
     }
 }
 
-/// A member's key as the poller stores it: one allocation shared by the registry, the group and
-/// its schedule (at 10,000 resources, copies of the strings would be megabytes).
-type Key = Arc<ResourceKey>;
+/// A resource's key as the poller stores it: one allocation shared by the operator's cache, the
+/// registry, the group and its schedule (at 100,000 resources, copies of the strings would be
+/// megabytes).
+pub(crate) type Key = Arc<ResourceKey>;
 
 /// What to observe for one resource.
 #[derive(Clone, Debug)]
@@ -200,7 +201,7 @@ impl Poller {
     ///   right away, unless the resource or its namespace refreshes too often (see `refreshes`).
     pub(crate) fn sync(
         &self,
-        key: &ResourceKey,
+        key: &Key,
         target: Option<Target>,
         refresh: Option<&str>,
     ) -> Option<Observation> {
@@ -224,7 +225,7 @@ impl Poller {
 
     /// Puts a resource in the group its target belongs to (moving it if needed) and updates it
     /// there; `None` once the poller has stopped.
-    fn join(&self, key: &ResourceKey, target: &Target) -> Option<Arc<Group>> {
+    fn join(&self, key: &Key, target: &Target) -> Option<Arc<Group>> {
         let group_key = GroupKey::of(target);
         let mut registry = self.registry();
         if registry.stopped {
@@ -242,7 +243,7 @@ impl Poller {
                 registry.remove_member(&key);
                 key
             }
-            None => Arc::new(key.clone()),
+            None => key.clone(),
         };
         let config = self.shared.config.budget;
         let account = registry

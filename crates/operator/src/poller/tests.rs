@@ -122,7 +122,8 @@ impl Harness {
             generation: 1,
             observe_now: false,
         };
-        self.poller.sync(&key, Some(target.clone()), None);
+        self.poller
+            .sync(&Arc::new(key.clone()), Some(target.clone()), None);
         self.targets.lock().unwrap().insert(key.clone(), target);
         key
     }
@@ -130,7 +131,7 @@ impl Harness {
     /// What a reconciliation tells the poller for `key`, with `refresh`; its observation.
     fn sync(&self, key: &ResourceKey, refresh: Option<&str>) -> Option<Observation> {
         let target = self.targets.lock().unwrap().get(key).cloned();
-        self.poller.sync(key, target, refresh)
+        self.poller.sync(&Arc::new(key.clone()), target, refresh)
     }
 
     fn refresh(&self, key: &ResourceKey, token: &str) {
@@ -144,7 +145,7 @@ impl Harness {
     /// The resource is no longer to be observed (paused, deleted).
     fn forget(&self, key: &ResourceKey) {
         self.targets.lock().unwrap().remove(key);
-        self.poller.sync(key, None, None);
+        self.poller.sync(&Arc::new(key.clone()), None, None);
     }
 
     /// Waits for an announced change of `key` whose observation satisfies `condition`.
@@ -414,7 +415,7 @@ async fn a_moving_instance_is_polled_fast_until_it_settles() {
     // What the operator does after asking for a stop: observe now.
     let mut hurry = h.targets.lock().unwrap().get(&moving).cloned().unwrap();
     hurry.observe_now = true;
-    h.poller.sync(&moving, Some(hurry), None);
+    h.poller.sync(&Arc::new(moving.clone()), Some(hurry), None);
     h.until(&moving, |o| {
         o.instance.as_ref().is_some_and(|i| i.state == "Stopping")
     })

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use super::status;
 use crate::metrics::StalledSource;
 use crate::packing::{Pack, Packed};
-use crate::poller::ResourceKey;
+use crate::poller::{Key, ResourceKey};
 use crate::resource::{
     CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareDiscovery, CompShareInstance,
     CompShareInstanceSpec, CompShareInstanceStatus, DISCOVERY_LABEL, InstanceResource,
@@ -150,7 +150,11 @@ impl Store {
 
     /// Every resource's key.
     pub(crate) fn keys(&self) -> Vec<ResourceKey> {
-        self.tables().live.iter().map(|e| e.0.key.clone()).collect()
+        self.tables()
+            .live
+            .iter()
+            .map(|e| ResourceKey::clone(&e.0.key))
+            .collect()
     }
 
     /// Every resource of `namespace`.
@@ -177,7 +181,7 @@ impl Store {
             }
             Event::Delete(o) => {
                 let o = Arc::new(CachedInstance::from(o));
-                tables.live.remove(&o.key);
+                tables.live.remove(&*o.key);
                 Event::Delete(o)
             }
             Event::Init => {
@@ -204,12 +208,16 @@ impl Store {
 
 impl Tables {
     /// `o` as the cache keeps it, marked changed unless the cache holds the same inputs for it.
+    /// A resource the cache holds keeps its key: the poller shares it.
     fn mark(&self, o: WatchedInstance) -> Arc<CachedInstance> {
         let mut o = CachedInstance::from(o);
-        o.changed = self
-            .live
-            .get(&o.key)
-            .is_none_or(|cached| cached.0.inputs != o.inputs);
+        match self.live.get(&*o.key) {
+            Some(cached) => {
+                o.changed = cached.0.inputs != o.inputs;
+                o.key = cached.0.key.clone();
+            }
+            None => o.changed = true,
+        }
         Arc::new(o)
     }
 }
@@ -304,7 +312,8 @@ impl InstanceResource for WatchedInstance {
 /// A `CompShareInstance` as the cache keeps it.
 #[derive(Debug)]
 pub(crate) struct CachedInstance {
-    key: ResourceKey,
+    /// Shared with the poller, which names its members by it.
+    key: Key,
     /// The machine's id, as the spec names it or the operator created it.
     machine_id: Option<CompactString>,
     deleting: bool,
@@ -345,10 +354,10 @@ impl From<WatchedInstance> for CachedInstance {
             status,
             stalled,
         } = o;
-        let key = ResourceKey {
+        let key = Arc::new(ResourceKey {
             namespace: metadata.namespace.take().unwrap_or_default(),
             name: metadata.name.take().unwrap_or_default(),
-        };
+        });
         let annotation = |name: &str| metadata.annotations.as_ref()?.get(name);
         let made_by = metadata
             .owner_references
@@ -407,7 +416,7 @@ impl CachedInstance {
         }
     }
 
-    pub(crate) fn key(&self) -> &ResourceKey {
+    pub(crate) fn key(&self) -> &Key {
         &self.key
     }
 

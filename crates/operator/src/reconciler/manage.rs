@@ -31,7 +31,7 @@ use super::queue::Action;
 use super::reasons::Reason;
 use super::status::{self, Problem, Situation};
 use super::{Context, Error, FIELD_MANAGER};
-use crate::poller::{ResourceKey, Target};
+use crate::poller::{Key, ResourceKey, Target};
 use crate::resource::{
     ActionRecord, CREATE_PENDING_ANNOTATION, CREATED_ID_ANNOTATION, CompShareInstance, CpuPlatform,
     DeletionPolicy, InstanceResource, PowerState, RELEASE_FINALIZER,
@@ -612,7 +612,7 @@ impl Context {
     /// stop. At most one call per reconciliation, and none while the machine is moving.
     pub(crate) async fn keep_as_asked(
         &self,
-        key: &ResourceKey,
+        key: &Key,
         resource: &CompShareInstance,
         credentials: &Credentials,
         target: &Target,
@@ -712,7 +712,7 @@ impl Context {
         self.recent_calls
             .lock()
             .expect("recent calls lock")
-            .insert(key.clone(), held);
+            .insert(ResourceKey::clone(key), held);
         step
     }
 

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::metrics::{Metrics, ResultLabels, WriteLabels};
-use crate::poller::{Outcome, Poller, ResourceKey, Target};
+use crate::poller::{Key, Outcome, Poller, ResourceKey, Target};
 use crate::resource::{
     ActionRecord, CompShareInstance, CompShareInstanceStatus, InstanceResource, MAX_POLL_INTERVAL,
     MIN_POLL_INTERVAL, RELEASE_FINALIZER,
@@ -162,7 +162,8 @@ pub(crate) async fn run(
                     notify.touched(&o);
                     // Our own status writes need no reconciliation: only spec, annotations and
                     // deletion do.
-                    o.changed().then(|| Trigger::One(o.key().clone()))
+                    o.changed()
+                        .then(|| Trigger::One(ResourceKey::clone(o.key())))
                 }
                 Ok(watcher::Event::Delete(o)) => {
                     poller.sync(o.key(), None, None);
@@ -224,7 +225,7 @@ async fn reconcile(cached: Option<Arc<cache::CachedInstance>>, ctx: Arc<Context>
     };
     let started = std::time::Instant::now();
     let resource = cached.unpack();
-    let result = reconcile_one(&resource, &ctx).await;
+    let result = reconcile_one(&resource, cached.key(), &ctx).await;
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -236,12 +237,16 @@ async fn reconcile(cached: Option<Arc<cache::CachedInstance>>, ctx: Arc<Context>
     result.unwrap_or_else(|error| error_policy(&resource, &error, &ctx))
 }
 
-async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Action, Error> {
-    let key = key_of(resource);
+/// `key` is the cache's, which the poller shares.
+async fn reconcile_one(
+    resource: &CompShareInstance,
+    key: &Key,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
     if resource.metadata.deletion_timestamp.is_some() {
-        ctx.poller.sync(&key, None, None);
-        ctx.refused.lock().expect("refused lock").remove(&key);
+        ctx.poller.sync(key, None, None);
+        ctx.refused.lock().expect("refused lock").remove(&**key);
         if resource.finalizers().iter().any(|f| f == RELEASE_FINALIZER) {
             return ctx.release(resource, now).await;
         }
@@ -264,7 +269,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
     let mut connection_refused = None;
     let (situation, next) = 'situation: {
         if resource.is_paused() {
-            ctx.poller.sync(&key, None, None);
+            ctx.poller.sync(key, None, None);
             break 'situation (Situation::Paused, Action::await_change());
         }
         // Secrets are not watched (that would need rights to read every Secret): a resource
@@ -277,7 +282,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
             Ok(credentials) => credentials,
             Err(ResolveError::Kube(e)) => return Err(e.into()),
             Err(ResolveError::Problem(p)) => {
-                ctx.poller.sync(&key, None, None);
+                ctx.poller.sync(key, None, None);
                 problem = p;
                 // A fixed Secret is noticed by checking again at the poll interval.
                 break 'situation (
@@ -287,7 +292,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
             }
         };
         if let Err(p) = ctx.may_manage(resource) {
-            ctx.poller.sync(&key, None, None);
+            ctx.poller.sync(key, None, None);
             problem = p;
             break 'situation (
                 Situation::Refused(&problem),
@@ -348,7 +353,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
             .and_then(|s| s.last_handled_refresh.as_deref());
         let refresh = resource.refresh_request();
         let refresh = refresh.as_deref().filter(|token| Some(*token) != handled);
-        observation = ctx.poller.sync(&key, Some(target.clone()), refresh);
+        observation = ctx.poller.sync(key, Some(target.clone()), refresh);
         let found = observation
             .as_ref()
             .filter(|o| o.outcome == Outcome::Found)
@@ -374,7 +379,7 @@ async fn reconcile_one(resource: &CompShareInstance, ctx: &Context) -> Result<Ac
             && let Some(instance) = found
         {
             step = ctx
-                .keep_as_asked(&key, resource, &credentials, &target, instance, now)
+                .keep_as_asked(key, resource, &credentials, &target, instance, now)
                 .await;
             if let Some(after) = step.look_again {
                 next = Action::requeue(after);
