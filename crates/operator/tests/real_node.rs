@@ -540,7 +540,7 @@ impl MachineState {
             .iter()
             .map(|program| {
                 let output = Command::new(program).output().unwrap();
-                String::from_utf8_lossy(&output.stdout)
+                let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
                     .lines()
                     .filter(|line| !line.starts_with('#'))
                     .map(|line| match line.strip_prefix(':') {
@@ -551,8 +551,8 @@ impl MachineState {
                             .to_owned(),
                         None => line.to_owned(),
                     })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                    .collect();
+                without_empty_tables(&lines).join("\n")
             })
             .collect::<Vec<_>>()
             .join("\n");
@@ -614,4 +614,29 @@ impl MachineState {
         assert_eq!(self.kubepods_cgroups, after.kubepods_cgroups, "cgroups");
         assert_eq!(self.rules, after.rules, "iptables rules");
     }
+}
+
+/// `iptables-save`'s tables (as `read` strips them: `CHAIN POLICY`, rules) without those that
+/// hold nothing: only built-in chains, each accepting. With the nf_tables backend a table exists
+/// once anything has used it, and iptables cannot delete one; an empty one filters nothing, as no
+/// table does. On a machine that had no table before the node, its teardown leaves such ones.
+fn without_empty_tables(lines: &[String]) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut table: Vec<&String> = Vec::new();
+    for line in lines {
+        table.push(line);
+        if line == "COMMIT" {
+            let empty = table
+                .get(1..table.len() - 1)
+                .unwrap_or_default()
+                .iter()
+                .all(|l| !l.starts_with('-') && l.ends_with(" ACCEPT"));
+            if !empty {
+                kept.extend(table.iter().map(|l| (*l).clone()));
+            }
+            table.clear();
+        }
+    }
+    kept.extend(table.into_iter().cloned());
+    kept
 }
