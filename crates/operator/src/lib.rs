@@ -4,9 +4,10 @@
 //! and the command line ([`Cli`], [`main`]). Inside, each module keeps to its room:
 //!
 //! - `poller`: batched, budgeted observation of instances; knows nothing of Kubernetes.
-//! - `reconciler`: turns observations into status, conditions, events and connection Secrets;
-//!   `reconciler::discovery` keeps one observe-only resource per machine a `CompShareDiscovery`
-//!   lists.
+//! - `reconciler`: turns observations into status, conditions, events and connection Secrets,
+//!   from its own compact cache of the resources (`reconciler::cache`) and work queue
+//!   (`reconciler::queue`); `reconciler::discovery` keeps one observe-only resource per machine a
+//!   `CompShareDiscovery` lists.
 //! - `leadership`: the leader election on a Lease.
 //! - `operator`: wires the CompShare client (`compshare-api`), the poller, the controller and the
 //!   HTTP endpoints together, from the configuration the command line gives (`config`).
