@@ -695,8 +695,8 @@ mod tests {
 
     /// What the group holds per member once observed, deterministically (run with
     /// `--nocapture` to see the figure; BENCHMARKS.md, Memory): the member, its place in the
-    /// schedule and the index by id, and its packed observation (its key is the cache's). The bound keeps it from
-    /// growing back unnoticed.
+    /// schedule and the index by id, and its packed observation (its key is the cache's). The
+    /// bound keeps it from growing back unnoticed.
     #[test]
     fn an_observed_member_costs_what_its_observation_packs_into() {
         const N: usize = 1000;

@@ -234,7 +234,7 @@ async fn reconcile(cached: Option<Arc<cache::CachedInstance>>, ctx: Arc<Context>
         .reconciles
         .get_or_create(&ResultLabels { result: outcome })
         .inc();
-    result.unwrap_or_else(|error| error_policy(&resource, &error, &ctx))
+    result.unwrap_or_else(|error| error_policy(cached.key(), &error, &ctx))
 }
 
 /// `key` is the cache's, which the poller shares.
@@ -550,16 +550,16 @@ fn stalled_on_credentials(resource: &CompShareInstance) -> bool {
 }
 
 /// When a failed reconciliation is tried again.
-fn error_policy(resource: &CompShareInstance, error: &Error, ctx: &Context) -> Action {
+fn error_policy(key: &ResourceKey, error: &Error, ctx: &Context) -> Action {
     // A conflict means the cached resource was older than the stored one (a guarded write, see
     // `manage`): the watch brings the newer one in moments.
     if let Error::Kube(kube::Error::Api(status)) = error
         && status.code == 409
     {
-        tracing::debug!(resource = %key_of(resource), %error, "working from an older version; retrying");
+        tracing::debug!(resource = %key, %error, "working from an older version; retrying");
         return Action::requeue(jittered(CONFLICT_RETRY));
     }
-    tracing::warn!(resource = %key_of(resource), %error, "reconciliation failed; retrying");
+    tracing::warn!(resource = %key, %error, "reconciliation failed; retrying");
     Action::requeue(jittered(ctx.settings.retry_after_error))
 }
 

@@ -203,7 +203,8 @@ pub(crate) async fn drive<K, F>(
                 Some(Trigger::Ready) => ready = true,
                 None => break,
             },
-            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)),
+                if wake.is_some() => {}
         }
     }
     // Those running are let finish, as kube-runtime's graceful shutdown does.
