@@ -77,14 +77,31 @@ struct GroupState {
 
 struct Member {
     uhost_id: Id,
-    zone: Option<String>,
+    zone: Option<Box<str>>,
     generation: i64,
     interval: Duration,
     observation: Option<Record>,
+    /// Boxed apart: few members are ever asked for a refresh, and every member is kept.
+    refreshing: Option<Box<Refreshing>>,
+}
+
+/// A member's refresh requests.
+#[derive(Default)]
+struct Refreshing {
     /// A refresh request waiting for the next call that includes this member.
-    pending_refresh: Option<String>,
+    pending: Option<Box<str>>,
     /// When a refresh of this member was last polled right away.
-    refreshed_at: Option<Instant>,
+    at: Option<Instant>,
+}
+
+impl Member {
+    fn pending_refresh(&self) -> Option<&str> {
+        self.refreshing.as_ref()?.pending.as_deref()
+    }
+
+    fn refreshing(&mut self) -> &mut Refreshing {
+        self.refreshing.get_or_insert_default()
+    }
 }
 
 /// What the task needs beyond its group.
@@ -157,9 +174,9 @@ impl Group {
             Some(member) => {
                 // A new spec is answered by an observation made for it, right away (a changed
                 // zone also changes what the answer means).
-                let respecified =
-                    member.generation != target.generation || member.zone != target.zone;
-                member.zone.clone_from(&target.zone);
+                let respecified = member.generation != target.generation
+                    || member.zone.as_deref() != target.zone.as_deref();
+                member.zone = target.zone.as_deref().map(Box::from);
                 member.generation = target.generation;
                 member.interval = target.interval;
                 let moved = state.reschedule(&id, now);
@@ -173,12 +190,11 @@ impl Group {
                     key.clone(),
                     Box::new(Member {
                         uhost_id: id.clone(),
-                        zone: target.zone.clone(),
+                        zone: target.zone.as_deref().map(Box::from),
                         generation: target.generation,
                         interval: target.interval,
                         observation: None,
-                        pending_refresh: None,
-                        refreshed_at: None,
+                        refreshing: None,
                     }),
                 );
                 state.ids.entry(id.clone()).or_default().push(key.clone());
@@ -212,13 +228,14 @@ impl Group {
             .observation
             .as_ref()
             .is_some_and(|o| o.refresh.as_deref() == Some(token));
-        if answered || member.pending_refresh.as_deref() == Some(token) {
+        if answered || member.pending_refresh() == Some(token) {
             return None;
         }
-        let already_waiting = member.pending_refresh.is_some();
-        member.pending_refresh = Some(token.to_owned());
-        let spaced_until = member
-            .refreshed_at
+        let refreshing = member.refreshing();
+        let already_waiting = refreshing.pending.is_some();
+        refreshing.pending = Some(token.into());
+        let spaced_until = refreshing
+            .at
             .map(|at| at + REFRESH_SPACING)
             .filter(|until| now < *until);
         let handling = if already_waiting {
@@ -361,7 +378,7 @@ impl GroupState {
         let Some(member) = self.members.get_mut(key) else {
             return Handling::Merged;
         };
-        member.refreshed_at = Some(now);
+        member.refreshing().at = Some(now);
         let id = member.uhost_id.clone();
         self.schedule.mark_urgent(&id, now);
         Handling::Immediate
@@ -377,7 +394,7 @@ impl GroupState {
             if self
                 .members
                 .get(&*key)
-                .is_some_and(|m| m.pending_refresh.is_some())
+                .is_some_and(|m| m.pending_refresh().is_some())
             {
                 self.urgent_refresh(&key, refreshes, now);
             }
@@ -645,7 +662,7 @@ impl GroupState {
                 Err(error) => (Outcome::Failed(error.clone()), last_known.cloned()),
             };
             let answered = if answers_refresh {
-                member.pending_refresh.take()
+                member.refreshing.as_mut().and_then(|r| r.pending.take())
             } else {
                 None
             };
@@ -778,6 +795,6 @@ mod tests {
             size_of::<Member>(),
             size_of::<Record>(),
         );
-        assert!(per_member < 800, "{per_member} bytes per observed member");
+        assert!(per_member < 720, "{per_member} bytes per observed member");
     }
 }

@@ -18,7 +18,7 @@ pub(crate) struct Observation<I = Arc<Instance>> {
     /// What the latest call said.
     pub outcome: Outcome,
     /// The latest refresh request (annotation value) that an observation has answered.
-    pub refresh: Option<String>,
+    pub refresh: Option<Box<str>>,
     /// The resource generation the latest call was made for.
     pub generation: i64,
 }
