@@ -7,7 +7,7 @@
 //! way somewhere (`Starting`, `Stopping`, …) is polled every [`MOVING_INTERVAL`] until it settles,
 //! batched with the other moving instances of its group; settled ones keep their intervals.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::budget::Budget;
 use super::observation::{Observation, Outcome, PackedInstance, Record};
 use super::refreshes::{Handling, REFRESH_SPACING, RefreshShares};
-use super::schedule::{Inserted, Page, Schedule};
+use super::schedule::{Page, Schedule};
 use super::{GroupKey, Key, ResourceKey, Target};
 use crate::metrics::{BackoffLabels, Metrics};
 use compshare_api::{
@@ -52,11 +52,14 @@ pub(super) struct Group {
     refreshes: Arc<RefreshShares>,
 }
 
+/// The resources naming an instance id: almost always one, kept without an allocation of its
+/// own.
+type Naming = SmallVec<[Key; 1]>;
+
 struct GroupState {
-    schedule: Schedule<Id>,
-    /// The resources naming each instance id: almost always one, kept without an allocation of
-    /// its own.
-    ids: HashMap<Id, SmallVec<[Key; 1]>>,
+    /// The instance ids, each with its slot and the resources naming it: one table for both
+    /// (two cost about 70 bytes more per resource at 100,000; BENCHMARKS.md, Memory).
+    schedule: Schedule<Id, Naming>,
     /// The ids whose instance was last seen on its way somewhere.
     moving: std::collections::HashSet<Id>,
     /// Boxed: a hash table keeps up to twice as many slots as entries, and a slot is as large
@@ -108,14 +111,15 @@ impl Member {
 pub(super) struct Wiring {
     pub client: Client,
     pub metrics: Arc<Metrics>,
-    pub wake: mpsc::UnboundedSender<ResourceKey>,
+    pub wake: mpsc::UnboundedSender<Key>,
 }
 
 /// A group's members, for the gauges.
 pub(super) struct GroupGauges {
     pub members: usize,
-    /// The state each member's instance was last seen in (`None` before the first).
-    pub states: Vec<Option<CompactString>>,
+    /// How many members' instances were last seen in each state (`None`: not yet seen). Counted
+    /// under the lock: a list of every member's state would be megabytes per scrape at 100,000.
+    pub states: BTreeMap<Option<CompactString>, i64>,
     /// Since the last success, or since the group was created before the first.
     pub since_last_success: Duration,
     /// The shortest interval of its members.
@@ -130,14 +134,13 @@ impl Group {
         credentials: Credentials,
         budget: Arc<Budget>,
         refreshes: Arc<RefreshShares>,
-        schedule: Schedule<Id>,
+        schedule: Schedule<Id, Naming>,
         backoff_policy: ExponentialBuilder,
     ) -> Self {
         Group {
             key,
             state: Mutex::new(GroupState {
                 schedule,
-                ids: HashMap::new(),
                 moving: Default::default(),
                 members: HashMap::new(),
                 deferred: Vec::new(),
@@ -197,9 +200,21 @@ impl Group {
                         refreshing: None,
                     }),
                 );
-                state.ids.entry(id.clone()).or_default().push(key.clone());
                 self.refreshes.join(&key.namespace);
-                state.reschedule(&id, now);
+                match state.schedule.get_mut(&id) {
+                    Some(naming) => {
+                        naming.push(key.clone());
+                        state.reschedule(&id, now);
+                    }
+                    None => {
+                        // A new id: polled at its one member's interval (it is not moving).
+                        let naming = Naming::from_elem(key.clone(), 1);
+                        let (interval, rng) = (target.interval, &mut state.rng);
+                        state
+                            .schedule
+                            .insert(id.clone(), naming, interval, now, rng);
+                    }
+                }
                 // Its first observation is owed at once, even when the id is polled already.
                 state.schedule.mark_urgent(&id, now);
                 true
@@ -268,8 +283,11 @@ impl Group {
             states: state
                 .members
                 .values()
-                .map(|m| Some(m.observation.as_ref()?.instance.as_ref()?.state.clone()))
-                .collect(),
+                .fold(BTreeMap::new(), |mut counts, m| {
+                    let seen = m.observation.as_ref().and_then(|o| o.instance.as_ref());
+                    *counts.entry(seen.map(|i| i.state.clone())).or_default() += 1;
+                    counts
+                }),
             since_last_success: state.last_success.unwrap_or(state.created).elapsed(),
             interval: state.members.values().map(|m| m.interval).min(),
             listed: state
@@ -289,8 +307,9 @@ impl Group {
         let mut state = self.state();
         let state = &mut *state;
         let covered: Vec<Id> = state
-            .ids
-            .keys()
+            .schedule
+            .iter()
+            .map(|(id, _)| id)
             .filter(|id| !state.schedule.is_urgent(*id) && !state.moving.contains(*id))
             .cloned()
             .collect();
@@ -306,11 +325,7 @@ impl Group {
             anonymous: None,
         };
         state.note_moving(&covered, &answer, now);
-        let asked: HashMap<Key, i64> = covered
-            .iter()
-            .flat_map(|id| state.ids.get(id).into_iter().flatten())
-            .filter_map(|key| Some((key.clone(), state.members.get(key)?.generation)))
-            .collect();
+        let asked = state.asked(&covered);
         let changed = state.observe(&asked, &Ok(answer), false);
         state.last_success = Some(now);
         let settled: Vec<Id> = covered
@@ -327,27 +342,25 @@ impl GroupState {
     /// Schedules `id` at the shortest interval of the members naming it (or faster while the
     /// instance moves); whether that changed.
     fn reschedule(&mut self, id: &Id, now: Instant) -> bool {
-        let moving = self.moving.contains(id).then_some(MOVING_INTERVAL);
-        let interval = self
-            .ids
-            .get(id)
-            .into_iter()
-            .flatten()
+        let naming = self.schedule.get(id).into_iter().flatten();
+        let Some(interval) = naming
             .filter_map(|key| self.members.get(key))
             .map(|m| m.interval)
             .min()
-            .map(|interval| moving.map_or(interval, |fast| interval.min(fast)));
-        match interval {
-            Some(interval) => {
-                self.schedule
-                    .insert(id.clone(), interval, now, &mut self.rng)
-                    != Inserted::Unchanged
-            }
-            None => {
-                self.schedule.remove(id);
-                false
-            }
-        }
+        else {
+            return false;
+        };
+        let moving = self.moving.contains(id).then_some(MOVING_INTERVAL);
+        let interval = moving.map_or(interval, |fast| interval.min(fast));
+        self.schedule.set_interval(id, interval, now, &mut self.rng)
+    }
+
+    /// The members naming `ids`, with the generation each is asked for.
+    fn asked(&self, ids: &[Id]) -> HashMap<Key, i64> {
+        ids.iter()
+            .flat_map(|id| self.schedule.get(id).into_iter().flatten())
+            .filter_map(|key| Some((key.clone(), self.members.get(key)?.generation)))
+            .collect()
     }
 
     fn remove(&mut self, key: &ResourceKey, refreshes: &RefreshShares, now: Instant) {
@@ -355,14 +368,17 @@ impl GroupState {
             return;
         };
         refreshes.leave(&key.namespace);
-        if let Some(keys) = self.ids.get_mut(&member.uhost_id) {
-            keys.retain(|k| **k != *key);
-            if keys.is_empty() {
-                self.ids.remove(&member.uhost_id);
-                self.moving.remove(&member.uhost_id);
-            }
+        let id = &member.uhost_id;
+        let Some(naming) = self.schedule.get_mut(id) else {
+            return;
+        };
+        naming.retain(|k| **k != *key);
+        if naming.is_empty() {
+            self.schedule.remove(id);
+            self.moving.remove(id);
+        } else {
+            self.reschedule(id, now);
         }
-        self.reschedule(&member.uhost_id, now);
     }
 
     /// Polls a member's refresh right away if its namespace's share allows.
@@ -456,14 +472,7 @@ pub(super) async fn run(group: Arc<Group>, wiring: Arc<Wiring>) {
 async fn call(group: &Group, wiring: &Wiring, page: Page<Id>) {
     // The generation each member is asked for: a spec edited during the call is answered by the
     // next one.
-    let asked: HashMap<Key, i64> = {
-        let state = group.state();
-        page.keys
-            .iter()
-            .flat_map(|id| state.ids.get(id).into_iter().flatten())
-            .filter_map(|key| Some((key.clone(), state.members.get(key)?.generation)))
-            .collect()
-    };
+    let asked = group.state().asked(&page.keys);
     if asked.is_empty() {
         return;
     }
@@ -506,7 +515,7 @@ async fn call(group: &Group, wiring: &Wiring, page: Page<Id>) {
     }
     for key in changed {
         // The receiver lives as long as the controller; if it is gone, so is the process.
-        let _ = wiring.wake.send(ResourceKey::clone(&key));
+        let _ = wiring.wake.send(key);
     }
 }
 
@@ -622,6 +631,10 @@ impl GroupState {
     /// Instances on their way somewhere are polled faster until they settle.
     fn note_moving(&mut self, ids: &[Id], answer: &Answer, now: Instant) {
         for id in ids {
+            // An id whose members all left during the call is not kept.
+            if self.schedule.get(id).is_none() {
+                continue;
+            }
             let moving = answer
                 .found
                 .get(id)
@@ -767,12 +780,7 @@ mod tests {
                 keys: ids.iter().map(|&i| Id::from(id(i))).collect(),
                 urgent: false,
             };
-            let asked: HashMap<Key, i64> = page
-                .keys
-                .iter()
-                .flat_map(|id| &state.ids[id])
-                .map(|key| (key.clone(), 1))
-                .collect();
+            let asked = state.asked(&page.keys);
             // A running machine as the scale benchmark's simulator answers (BENCHMARKS.md).
             let answer = DescribeResponse {
                 u_host_set: ids

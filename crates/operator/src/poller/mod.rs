@@ -174,7 +174,7 @@ impl Poller {
         client: Client,
         config: PollerConfig,
         metrics: Arc<Metrics>,
-    ) -> (Poller, mpsc::UnboundedReceiver<ResourceKey>) {
+    ) -> (Poller, mpsc::UnboundedReceiver<Key>) {
         let (wake, changes) = mpsc::unbounded_channel();
         let poller = Poller {
             shared: Arc::new(Shared {
@@ -281,7 +281,7 @@ impl Poller {
         };
         for key in group.apply_listing(listing) {
             // The receiver lives as long as the controller; if it is gone, so is the process.
-            let _ = self.shared.wiring.wake.send(ResourceKey::clone(&key));
+            let _ = self.shared.wiring.wake.send(key);
         }
     }
 
@@ -390,9 +390,9 @@ impl GaugeSource for Poller {
         let mut snapshots = Vec::with_capacity(groups.len());
         for group in groups {
             let gauges = group.gauges();
-            for state in &gauges.states {
+            for (state, count) in &gauges.states {
                 let state = state.as_deref().unwrap_or("Unknown");
-                *by_state.entry(state.to_owned()).or_default() += 1;
+                *by_state.entry(state.to_owned()).or_default() += count;
             }
             snapshots.push(GroupSnapshot {
                 region: group.key.region.clone(),

@@ -10,6 +10,9 @@
 //! New members and refresh requests are urgent: they are collected for a short window and polled
 //! together right away, outside the slots.
 //!
+//! Each member carries a value of its owner's beside its slot (a poll group: the resources naming
+//! the instance), so that the owner keeps one table per member rather than two.
+//!
 //! This module is pure (time and randomness are passed in) so the arithmetic is unit-tested.
 
 use std::borrow::Borrow;
@@ -31,9 +34,9 @@ pub(crate) struct ScheduleConfig {
 }
 
 #[derive(Debug)]
-pub(super) struct Schedule<K> {
+pub(super) struct Schedule<K, V> {
     config: ScheduleConfig,
-    members: HashMap<K, Slot>,
+    members: HashMap<K, Slot<V>>,
     cohorts: BTreeMap<Duration, Cohort<K>>,
     urgent: VecDeque<K>,
     urgent_since: Option<Instant>,
@@ -41,11 +44,12 @@ pub(super) struct Schedule<K> {
 }
 
 #[derive(Debug)]
-struct Slot {
+struct Slot<V> {
     interval: Duration,
     /// Position in the cohort's least-recently-polled order.
     rank: u64,
     urgent: bool,
+    value: V,
 }
 
 #[derive(Debug)]
@@ -65,17 +69,7 @@ pub(super) struct Page<K> {
     pub urgent: bool,
 }
 
-/// What [`Schedule::insert`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Inserted {
-    /// A new member, queued for an urgent first poll.
-    New,
-    /// An existing member whose interval changed.
-    Moved,
-    Unchanged,
-}
-
-impl<K: Clone + Eq + Hash> Schedule<K> {
+impl<K: Clone + Eq + Hash, V> Schedule<K, V> {
     pub(super) fn new(config: ScheduleConfig) -> Self {
         Schedule {
             config,
@@ -92,25 +86,16 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
         self.members.len()
     }
 
+    /// Adds a member (replacing one with the same key), queued for an urgent first poll.
     pub(super) fn insert(
         &mut self,
         key: K,
+        value: V,
         interval: Duration,
         now: Instant,
         rng: &mut impl Rng,
-    ) -> Inserted {
-        if let Some(slot) = self.members.get(&key) {
-            if slot.interval == interval {
-                return Inserted::Unchanged;
-            }
-            let (old_interval, old_rank) = (slot.interval, slot.rank);
-            self.leave_cohort(old_interval, old_rank);
-            let rank = self.join_cohort(key.clone(), interval, now, rng);
-            let slot = self.members.get_mut(&key).expect("member exists");
-            slot.interval = interval;
-            slot.rank = rank;
-            return Inserted::Moved;
-        }
+    ) {
+        self.remove(&key);
         let rank = self.join_cohort(key.clone(), interval, now, rng);
         self.members.insert(
             key.clone(),
@@ -118,24 +103,73 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
                 interval,
                 rank,
                 urgent: false,
+                value,
             },
         );
         self.mark_urgent(&key, now);
-        Inserted::New
     }
 
-    pub(super) fn remove<Q>(&mut self, key: &Q) -> bool
+    /// Moves a member to the cohort of `interval`; whether it moved (not urgent: its
+    /// observation is current, only its pace changes).
+    pub(super) fn set_interval<Q>(
+        &mut self,
+        key: &Q,
+        interval: Duration,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let Some(slot) = self.members.remove(key) else {
+        let Some((key, slot)) = self.members.get_key_value(key) else {
             return false;
         };
+        if slot.interval == interval {
+            return false;
+        }
+        let (key, old_interval, old_rank) = (key.clone(), slot.interval, slot.rank);
+        self.leave_cohort(old_interval, old_rank);
+        let rank = self.join_cohort(key.clone(), interval, now, rng);
+        let slot = self.members.get_mut::<K>(&key).expect("member exists");
+        slot.interval = interval;
+        slot.rank = rank;
+        true
+    }
+
+    /// A member's value.
+    pub(super) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.members.get(key).map(|slot| &slot.value)
+    }
+
+    pub(super) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.members.get_mut(key).map(|slot| &mut slot.value)
+    }
+
+    /// Every member with its value, in no order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.members.iter().map(|(key, slot)| (key, &slot.value))
+    }
+
+    /// Removes a member; its value, if it was one.
+    pub(super) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let slot = self.members.remove(key)?;
         self.leave_cohort(slot.interval, slot.rank);
         // A stale entry in `urgent` is skipped when taken: removing from the middle of the queue
         // would cost O(n) per removal.
-        true
+        Some(slot.value)
     }
 
     /// Queues a member for an urgent poll.
@@ -216,6 +250,9 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
         }
         if self.urgent.is_empty() {
             self.urgent_since = None;
+            // The first list of 100,000 resources queues every one of them: kept, that capacity
+            // would be 3 MiB for good.
+            self.urgent.shrink_to_fit();
         }
         (!page.is_empty()).then_some(page)
     }
@@ -334,7 +371,7 @@ mod tests {
     }
 
     struct Run {
-        schedule: Schedule<u32>,
+        schedule: Schedule<u32, ()>,
         rng: StdRng,
         now: Instant,
         calls: Vec<(Instant, Vec<u32>)>,
@@ -349,7 +386,7 @@ mod tests {
                 calls: Vec::new(),
             };
             for k in 0..members {
-                run.schedule.insert(k, interval, run.now, &mut run.rng);
+                run.schedule.insert(k, (), interval, run.now, &mut run.rng);
             }
             run
         }
@@ -471,10 +508,8 @@ mod tests {
         let now = run.now;
         for k in 0..10 {
             let interval = if k < 5 { MINUTE } else { MINUTE * 10 };
-            assert_eq!(
-                run.schedule.insert(k, interval, now, &mut run.rng),
-                Inserted::New
-            );
+            run.schedule.insert(k, (), interval, now, &mut run.rng);
+            assert!(run.schedule.is_urgent(&k), "a new member is polled at once");
         }
         run.advance(MINUTE * 21);
         let polls_of = |k: u32, run: &Run| run.calls.iter().filter(|(_, p)| p.contains(&k)).count();
@@ -485,14 +520,9 @@ mod tests {
         assert!(polls_of(9, &run) <= 4, "10-minute member polled rarely");
 
         let now = run.now;
-        assert_eq!(
-            run.schedule.insert(9, MINUTE, now, &mut run.rng),
-            Inserted::Moved
-        );
-        assert_eq!(
-            run.schedule.insert(9, MINUTE, now, &mut run.rng),
-            Inserted::Unchanged
-        );
+        assert!(run.schedule.set_interval(&9, MINUTE, now, &mut run.rng));
+        assert!(!run.schedule.set_interval(&9, MINUTE, now, &mut run.rng));
+        assert!(!run.schedule.is_urgent(&9), "a move is not urgent");
         assert_eq!(run.schedule.cohorts.len(), 2);
     }
 
@@ -501,7 +531,7 @@ mod tests {
         let mut run = Run::new(300, MINUTE);
         for k in 0..300 {
             if k % 2 == 0 {
-                assert!(run.schedule.remove(&k));
+                assert_eq!(run.schedule.remove(&k), Some(()));
             }
         }
         run.advance(MINUTE * 3);

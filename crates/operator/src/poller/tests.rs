@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{
-    BudgetConfig, Observation, Outcome, Poller, PollerConfig, ResourceKey, ScheduleConfig, Target,
+    BudgetConfig, Key, Observation, Outcome, Poller, PollerConfig, ResourceKey, ScheduleConfig,
+    Target,
 };
 use crate::metrics::Metrics;
 
@@ -26,7 +27,7 @@ struct Harness {
     /// Kept for its lifetime: the simulator stops when its handle is dropped.
     _simulator: SimulatorHandle,
     poller: Poller,
-    changes: UnboundedReceiver<ResourceKey>,
+    changes: UnboundedReceiver<Key>,
     admin: AdminClient,
 }
 

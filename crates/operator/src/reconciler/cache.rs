@@ -149,12 +149,8 @@ impl Store {
     }
 
     /// Every resource's key.
-    pub(crate) fn keys(&self) -> Vec<ResourceKey> {
-        self.tables()
-            .live
-            .iter()
-            .map(|e| ResourceKey::clone(&e.0.key))
-            .collect()
+    pub(crate) fn keys(&self) -> Vec<Key> {
+        self.tables().live.iter().map(|e| e.0.key.clone()).collect()
     }
 
     /// Every resource of `namespace`.
@@ -752,11 +748,14 @@ mod tests {
         store.apply(Event::InitApply(named("new")));
         assert!(!store.contains(&key("new")));
         store.apply(Event::InitDone);
-        let mut keys = store.keys();
-        keys.sort();
-        assert_eq!(keys, [key("kept"), key("new")]);
+        let keys = || {
+            let mut keys: Vec<ResourceKey> = store.keys().iter().map(|k| (**k).clone()).collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(), [key("kept"), key("new")]);
         store.apply(Event::Delete(named("new")));
-        assert_eq!(store.keys(), [key("kept")]);
+        assert_eq!(keys(), [key("kept")]);
         assert_eq!(store.in_namespace("ns").len(), 1);
         assert!(store.in_namespace("another").is_empty());
     }

@@ -137,7 +137,7 @@ pub(crate) enum Error {
 pub(crate) async fn run(
     ctx: Arc<Context>,
     cache: cache::Filler,
-    changes: mpsc::UnboundedReceiver<ResourceKey>,
+    changes: mpsc::UnboundedReceiver<Key>,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -162,8 +162,7 @@ pub(crate) async fn run(
                     notify.touched(&o);
                     // Our own status writes need no reconciliation: only spec, annotations and
                     // deletion do.
-                    o.changed()
-                        .then(|| Trigger::One(ResourceKey::clone(o.key())))
+                    o.changed().then(|| Trigger::One(o.key().clone()))
                 }
                 Ok(watcher::Event::Delete(o)) => {
                     poller.sync(o.key(), None, None);
@@ -199,7 +198,7 @@ pub(crate) async fn run(
         futures::stream::select(resources, futures::stream::select(observed, rotations)),
         move || every.keys(),
         ctx.settings.concurrency,
-        |key: ResourceKey| {
+        |key: Key| {
             let cached = store.get(&key);
             let span = tracing::info_span!("reconciling", resource = %key);
             reconcile(cached, ctx.clone()).instrument(span)
