@@ -95,11 +95,21 @@ struct Refreshing {
     pending: Option<Box<str>>,
     /// When a refresh of this member was last polled right away.
     at: Option<Instant>,
+    /// The latest refresh request an observation answered (what its observation carries).
+    answered: Option<Box<str>>,
 }
 
 impl Member {
     fn pending_refresh(&self) -> Option<&str> {
         self.refreshing.as_ref()?.pending.as_deref()
+    }
+
+    fn take_pending_refresh(&mut self) -> Option<Box<str>> {
+        self.refreshing.as_mut()?.pending.take()
+    }
+
+    fn answered_refresh(&self) -> Option<&str> {
+        self.refreshing.as_ref()?.answered.as_deref()
     }
 
     fn refreshing(&mut self) -> &mut Refreshing {
@@ -239,11 +249,7 @@ impl Group {
         let now = Instant::now();
         let mut state = self.state();
         let member = state.members.get_mut(key)?;
-        let answered = member
-            .observation
-            .as_ref()
-            .is_some_and(|o| o.refresh.as_deref() == Some(token));
-        if answered || member.pending_refresh() == Some(token) {
+        if member.answered_refresh() == Some(token) || member.pending_refresh() == Some(token) {
             return None;
         }
         let refreshing = member.refreshing();
@@ -272,8 +278,15 @@ impl Group {
 
     /// A member's latest observation, unpacked (outside the lock).
     pub(super) fn observation(&self, key: &ResourceKey) -> Option<Observation> {
-        let record = self.state().members.get(key)?.observation.clone()?;
-        Some(record.unpack())
+        let (record, refresh) = {
+            let state = self.state();
+            let member = state.members.get(key)?;
+            (
+                member.observation.clone()?,
+                member.answered_refresh().map(Box::from),
+            )
+        };
+        Some(record.unpack(refresh))
     }
 
     pub(super) fn gauges(&self) -> GroupGauges {
@@ -562,7 +575,7 @@ impl Answer {
         if let Some(seen) = self.found.get(id) {
             return (outcome_of(seen, zone), Some(PackedInstance::pack(seen)));
         }
-        let malformed = |problem: String| Outcome::Failed(CallError::Malformed(problem));
+        let malformed = |problem: String| Outcome::failed(CallError::Malformed(problem));
         let outcome = if let Some(problem) = self.unreadable.get(id) {
             malformed(problem.clone())
         } else if let Some(problem) = &self.anonymous {
@@ -672,21 +685,21 @@ impl GroupState {
                 .and_then(|p| p.instance.as_ref());
             let (outcome, instance) = match answer {
                 Ok(answer) => answer.about(&member.uhost_id, member.zone.as_deref(), last_known),
-                Err(error) => (Outcome::Failed(error.clone()), last_known.cloned()),
+                Err(error) => (Outcome::failed(error.clone()), last_known.cloned()),
             };
-            let answered = if answers_refresh {
-                member.refreshing.as_mut().and_then(|r| r.pending.take())
-            } else {
-                None
-            };
-            let refresh = answered.or_else(|| previous.and_then(|p| p.refresh.clone()));
             let observation = Record {
                 instance,
                 outcome,
-                refresh,
                 generation,
             };
-            if previous != Some(&observation) {
+            let mut changed_refresh = false;
+            if answers_refresh && let Some(token) = member.take_pending_refresh() {
+                let refreshing = member.refreshing();
+                changed_refresh = refreshing.answered.as_ref() != Some(&token);
+                refreshing.answered = Some(token);
+            }
+            let previous = member.observation.as_ref();
+            if previous != Some(&observation) || changed_refresh {
                 if let Some(instance) = &observation.instance
                     && !instance.dropped_fields.is_empty()
                     && previous.and_then(|p| p.instance.as_ref()) != Some(instance)

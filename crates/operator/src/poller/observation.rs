@@ -7,14 +7,12 @@ use compshare_api::{CallError, Instance};
 
 use crate::packing::{Pack, Packed};
 
-/// The latest observation of one watched resource's instance. `I` is how the instance is held:
-/// whole in what the poller hands out ([`Observation`]), packed in what it keeps for every
-/// member ([`Record`]).
+/// The latest observation of one watched resource's instance, as the poller hands it out.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Observation<I = Arc<Instance>> {
+pub(crate) struct Observation {
     /// The instance as last seen. Kept when a later call fails or no longer finds it, so nothing
     /// known is lost on a bad answer.
-    pub instance: Option<I>,
+    pub instance: Option<Arc<Instance>>,
     /// What the latest call said.
     pub outcome: Outcome,
     /// The latest refresh request (annotation value) that an observation has answered.
@@ -23,17 +21,23 @@ pub(crate) struct Observation<I = Arc<Instance>> {
     pub generation: i64,
 }
 
-/// What the poller keeps of a member's latest observation: about a tenth of the bytes of a whole
-/// instance, which at 100,000 resources is most of the poller's memory.
-pub(super) type Record = Observation<PackedInstance>;
+/// What the poller keeps of a member's latest observation: its instance packed, about a tenth of
+/// the bytes of a whole one, which at 100,000 resources is most of the poller's memory. The
+/// refresh request it answered is kept by the member apart, as few members are ever refreshed.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Record {
+    pub instance: Option<PackedInstance>,
+    pub outcome: Outcome,
+    pub generation: i64,
+}
 
 impl Record {
-    /// The observation as the poller hands it out.
-    pub(super) fn unpack(&self) -> Observation {
+    /// The observation as the poller hands it out, with the refresh request it answered.
+    pub(super) fn unpack(&self, refresh: Option<Box<str>>) -> Observation {
         Observation {
             instance: self.instance.as_ref().map(|i| Arc::new(i.unpack())),
             outcome: self.outcome.clone(),
-            refresh: self.refresh.clone(),
+            refresh,
             generation: self.generation,
         }
     }
@@ -48,8 +52,22 @@ pub(crate) enum Outcome {
     NotFound,
     /// The instance exists, but not in the zone the resource names.
     ZoneMismatch { actual: String },
-    /// The call failed.
-    Failed(CallError),
+    /// The call failed. Boxed: a record is kept for every member, and failures are rare.
+    Failed(Box<CallError>),
+}
+
+impl Outcome {
+    pub(crate) fn failed(error: CallError) -> Self {
+        Outcome::Failed(Box::new(error))
+    }
+
+    /// Why the call failed, if it did.
+    pub(crate) fn failure(&self) -> Option<&CallError> {
+        match self {
+            Outcome::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
 }
 
 /// An instance, packed, with what the poller reads of it on every answer beside. Discovery keeps

@@ -208,10 +208,7 @@ async fn throttling_backs_off_exponentially_then_recovers() {
     h.refresh(&key, "1");
     let throttled = h
         .until(&key, |o| {
-            matches!(
-                &o.outcome,
-                Outcome::Failed(CallError::Api { code: 153, .. })
-            )
+            matches!(o.outcome.failure(), Some(CallError::Api { code: 153, .. }))
         })
         .await;
     assert_eq!(
@@ -239,10 +236,7 @@ async fn rejected_keys_are_not_retried_in_a_loop() {
     let key = h.watch(0, "not-the-private-key");
     let o = h
         .until(&key, |o| {
-            matches!(
-                &o.outcome,
-                Outcome::Failed(CallError::Api { code: 171, .. })
-            )
+            matches!(o.outcome.failure(), Some(CallError::Api { code: 171, .. }))
         })
         .await;
     assert!(o.instance.is_none());
@@ -388,7 +382,7 @@ async fn an_element_that_cannot_be_read_marks_only_its_own_resource() {
     let o = h
         .until(&keys[1], |o| matches!(o.outcome, Outcome::Failed(_)))
         .await;
-    let Outcome::Failed(CallError::Malformed(problem)) = &o.outcome else {
+    let Some(CallError::Malformed(problem)) = o.outcome.failure() else {
         panic!("{:?}", o.outcome);
     };
     assert!(

@@ -1063,7 +1063,7 @@ pub(super) mod tests {
         let before = r.status.clone().unwrap();
         let failed = observed(
             &r,
-            Outcome::Failed(api(153, "Request too frequent")),
+            Outcome::failed(api(153, "Request too frequent")),
             Some(instance("Running")),
         );
         step(&mut r, Situation::Watched(Some(&failed)), 200);
@@ -1105,7 +1105,7 @@ pub(super) mod tests {
             (api(153, "Request too frequent"), "Throttled"),
         ] {
             let mut r = created(1);
-            let o = observed(&r, Outcome::Failed(error), None);
+            let o = observed(&r, Outcome::failed(error), None);
             step(&mut r, Situation::Watched(Some(&o)), 200);
             assert_eq!(cond(&r, SYNCED), (FALSE, reason, 200));
             assert_eq!(cond(&r, READY), (UNKNOWN, reason, 200));
@@ -1136,7 +1136,7 @@ pub(super) mod tests {
         );
         assert_eq!(compute(&r, Situation::Watched(None), 200), before.unwrap());
         // Neither does a failed call made for it.
-        let failed = observed(&r, Outcome::Failed(api(153, "slow down")), None);
+        let failed = observed(&r, Outcome::failed(api(153, "slow down")), None);
         step(&mut r, Situation::Watched(Some(&failed)), 300);
         assert_eq!(observed_generation(&r), Some(1));
         assert_eq!(cond(&r, SYNCED), (FALSE, "Throttled", 300));
@@ -1151,7 +1151,7 @@ pub(super) mod tests {
         let mut r = created(1);
         let o = observed(
             &r,
-            Outcome::Failed(api(171, "Signature VerifyAC Error")),
+            Outcome::failed(api(171, "Signature VerifyAC Error")),
             None,
         );
         step(&mut r, Situation::Watched(Some(&o)), 100);
