@@ -366,9 +366,10 @@ async fn reconcile_one(
         // rejected (until it is fixed), and the connection Secret (restored if deleted or
         // edited). Otherwise nothing is done until the observation or the resource changes, or a
         // credentials Secret does (`CredentialsResolver::rotations`).
-        let rejected = observation.as_ref().is_some_and(|o| {
-            matches!(&o.outcome, Outcome::Failed(e) if e.disposition() == Disposition::CredentialsRejected)
-        });
+        let rejected = observation
+            .as_ref()
+            .and_then(|o| o.outcome.failure())
+            .is_some_and(|e| e.disposition() == Disposition::CredentialsRejected);
         let mut next = if rejected || resource.spec.write_connection_secret_to_ref.is_some() {
             Action::requeue(jittered(interval))
         } else {

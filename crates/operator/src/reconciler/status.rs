@@ -239,7 +239,10 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> CompShareInstanceStatus {
 
 /// A failure that retrying may cure (throttling, network, 5xx): it changes nothing known.
 fn passing_failure(observation: &Observation) -> bool {
-    matches!(&observation.outcome, Outcome::Failed(error) if error.is_retryable())
+    observation
+        .outcome
+        .failure()
+        .is_some_and(CallError::is_retryable)
 }
 
 fn apply_observation(
