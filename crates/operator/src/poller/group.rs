@@ -465,18 +465,11 @@ pub(super) async fn run(group: Arc<Group>, wiring: Arc<Wiring>) {
             }
         };
         match next {
-            Next::WaitUntil(until) => {
-                let sleep = async {
-                    match until {
-                        Some(until) => tokio::time::sleep_until(until).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    () = sleep => {}
-                    () = group.notify.notified() => {}
-                }
-            }
+            Next::WaitUntil(until) => tokio::select! {
+                () = tokio::time::sleep_until(until.unwrap_or_else(Instant::now)),
+                    if until.is_some() => {}
+                () = group.notify.notified() => {}
+            },
             Next::Call(page) => call(&group, &wiring, page).await,
         }
     }
