@@ -845,14 +845,7 @@ pub(super) mod tests {
         situation: Situation<'_>,
         now: i64,
     ) -> CompShareInstanceStatus {
-        desired(Inputs {
-            resource: r,
-            situation,
-            connection_problem: None,
-            connection_secret: None,
-            management: Management::default(),
-            now: &at(now),
-        })
+        manage(r, situation, Management::default(), now)
     }
 
     /// Computes and stores the status, as the apiserver would after a write.
