@@ -118,6 +118,63 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
         .expect("other fields may change");
 }
 
+/// The operator applies a status on the version of the resource it computed it from (its own
+/// later writes aside), so that a reconciliation working from a cache that has not yet seen a
+/// newer version, its own last status above all, conflicts and runs again instead of writing
+/// over the last call's record. That rests on the apiserver taking `metadata.resourceVersion` in
+/// a server-side apply of the status subresource as a precondition, which this checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_applied_on_an_older_version_conflicts() {
+    let bed = Bed::new("status-version", vec![]).await;
+    let read = bed
+        .create("m", json!({"uhostId": "uhost-1", "region": "cn-wlcb"}))
+        .await;
+    let apply = |version: Option<String>, reason: &str| {
+        json!({
+            "apiVersion": "compshare.ucloud.cn/v1alpha1",
+            "kind": "CompShareInstance",
+            "metadata": {"resourceVersion": version},
+            "status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": reason, "message": "m",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]},
+        })
+    };
+    let params = PatchParams::apply("compshare-operator").force();
+    let written = bed
+        .instances()
+        .patch_status(
+            "m",
+            &params,
+            &Patch::Apply(&apply(read.metadata.resource_version.clone(), "First")),
+        )
+        .await
+        .expect("a status on the version read is applied");
+    // The same resource as read before that write: refused, and the first status stays.
+    match bed
+        .instances()
+        .patch_status(
+            "m",
+            &params,
+            &Patch::Apply(&apply(read.metadata.resource_version.clone(), "Stale")),
+        )
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a status on an older version was not refused: {other:?}"),
+    }
+    let stored = bed.get("m").await.status.unwrap();
+    assert_eq!(stored.conditions[0].reason, "First");
+    bed.instances()
+        .patch_status(
+            "m",
+            &params,
+            &Patch::Apply(&apply(written.metadata.resource_version, "Second")),
+        )
+        .await
+        .expect("a status on the version written is applied");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_reach_the_right_status_from_the_simulator() {
     let mut container = running("uhost-container", "117.50.45.67");

@@ -236,7 +236,7 @@ impl Context {
         // made from: a reconciliation working from a cache that has not yet seen an earlier
         // intent or id conflicts here instead of creating a second machine.
         let mut metadata = serde_json::json!({
-            "resourceVersion": resource.resource_version(),
+            "resourceVersion": self.version_of(resource),
             "annotations": {CREATE_PENDING_ANNOTATION: now.to_string()},
         });
         if let Some(finalizers) = finalizers_to_set(resource) {
@@ -343,8 +343,9 @@ impl Context {
     }
 
     /// Adds the release finalizer to a managed resource whose machine is to be released on
-    /// deletion, or removes it from one whose is not (only on the version read: a concurrent
-    /// change to the finalizers conflicts rather than being overwritten).
+    /// deletion, or removes it from one whose is not (only on the version read, or the one this
+    /// reconciliation's own writes made since: a concurrent change to the finalizers conflicts
+    /// rather than being overwritten).
     pub(crate) async fn keep_finalizer(&self, resource: &CompShareInstance) -> Result<(), Error> {
         let Some(finalizers) = finalizers_to_set(resource) else {
             return Ok(());
@@ -352,7 +353,7 @@ impl Context {
         self.patch_metadata(
             resource,
             serde_json::json!({"metadata": {
-                "resourceVersion": resource.resource_version(),
+                "resourceVersion": self.version_of(resource),
                 "finalizers": finalizers,
             }}),
         )
@@ -386,9 +387,11 @@ impl Context {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        api.patch(&resource.name_any(), &params, &Patch::Merge(&patch))
+        let written = api
+            .patch(&resource.name_any(), &params, &Patch::Merge(&patch))
             .await?;
         self.metrics.record_write("metadata");
+        self.wrote(super::key_of(resource), &written);
         Ok(())
     }
 
@@ -856,7 +859,7 @@ impl Context {
         self.patch_metadata(
             resource,
             serde_json::json!({"metadata": {
-                "resourceVersion": resource.resource_version(),
+                "resourceVersion": self.version_of(resource),
                 "finalizers": finalizers,
             }}),
         )

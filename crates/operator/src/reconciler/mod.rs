@@ -81,6 +81,9 @@ pub(crate) struct Context {
     /// The last state-changing call per resource, held back from being made again while its
     /// effect is on its way or the cloud asked to wait (see `manage::Held`).
     recent_calls: Mutex<std::collections::HashMap<ResourceKey, manage::Held>>,
+    /// The resource version the operator's own writes made, for each resource being reconciled
+    /// that wrote one (see [`Context::version_of`]); emptied when its reconciliation ends.
+    written: Mutex<std::collections::HashMap<ResourceKey, String>>,
     metrics: Arc<Metrics>,
     settings: Settings,
 }
@@ -115,6 +118,7 @@ impl Context {
                 settings.reporter_instance.as_deref(),
             ),
             refused: Mutex::default(),
+            written: Mutex::default(),
             recent_calls: Mutex::default(),
             client,
             cloud,
@@ -129,6 +133,15 @@ impl Context {
 pub(crate) enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// Whether a write conflicted with a newer version of the resource than the one the
+    /// reconciliation read (a guarded write: see `apply_status` and `manage`). Not a failure:
+    /// the watch brings the newer version in moments, and the reconciliation runs again on it.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(status)) if status.code == 409)
+    }
 }
 
 /// Runs the controller until `shutdown` resolves, filling `cache` from its watch. `changes` is
@@ -225,10 +238,18 @@ async fn reconcile(cached: Option<Arc<cache::CachedInstance>>, ctx: Arc<Context>
     let started = std::time::Instant::now();
     let resource = cached.unpack();
     let result = reconcile_one(&resource, cached.key(), &ctx).await;
+    ctx.written
+        .lock()
+        .expect("written lock")
+        .remove(&**cached.key());
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    let outcome = if result.is_ok() { "success" } else { "error" };
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(error) if error.is_conflict() => "conflict",
+        Err(_) => "error",
+    };
     ctx.metrics
         .reconciles
         .get_or_create(&ResultLabels { result: outcome })
@@ -420,6 +441,28 @@ async fn reconcile_one(
 }
 
 impl Context {
+    /// The version of `resource` its status is written on: the one this reconciliation's own
+    /// writes made last, or else the one it read. (A write of the operator's own changes the
+    /// version, and the reconciliation goes on from what it read.)
+    fn version_of(&self, resource: &CompShareInstance) -> Option<String> {
+        self.written
+            .lock()
+            .expect("written lock")
+            .get(&key_of(resource))
+            .cloned()
+            .or_else(|| resource.resource_version())
+    }
+
+    /// Remembers the version a write of the operator's own made, until its reconciliation ends.
+    fn wrote(&self, key: ResourceKey, written: &CompShareInstance) {
+        if let Some(version) = written.resource_version() {
+            self.written
+                .lock()
+                .expect("written lock")
+                .insert(key, version);
+        }
+    }
+
     /// Writes `desired` when it differs from the stored status, then the events the change (and
     /// `action`, a call just made) deserve.
     async fn write_status(
@@ -432,7 +475,7 @@ impl Context {
         if resource.status.as_ref() == Some(desired) {
             return Ok(());
         }
-        match apply_status(self, &key, desired).await {
+        match apply_status(self, resource, desired).await {
             Ok(()) => {
                 self.metrics.record_write("status");
                 self.refused.lock().expect("refused lock").remove(&key);
@@ -501,7 +544,7 @@ async fn report_refused_write(ctx: &Context, resource: &CompShareInstance, refus
     let mut stored = resource.status.clone().unwrap_or_default();
     stored.conditions.retain(|c| c.type_ != status::STALLED);
     stored.conditions.push(stalled);
-    if apply_status(ctx, &key, &stored).await.is_ok() {
+    if apply_status(ctx, resource, &stored).await.is_ok() {
         ctx.metrics.record_write("status");
         return;
     }
@@ -521,25 +564,33 @@ async fn report_refused_write(ctx: &Context, resource: &CompShareInstance, refus
 }
 
 /// Applies `status` (server-side apply by the operator's field manager: fields it wrote before
-/// and leaves out now are removed).
+/// and leaves out now are removed), computed from `resource`, on the version it was computed
+/// from: a status computed from a cache that has not yet seen a newer version (the status this
+/// operator wrote a moment ago, above all) would write over what that version holds (the last
+/// call's record, the conditions' transition times), so the apiserver refuses it with a
+/// conflict and the reconciliation runs again from the newer version.
 async fn apply_status(
     ctx: &Context,
-    key: &ResourceKey,
+    resource: &CompShareInstance,
     status: &CompShareInstanceStatus,
 ) -> Result<(), kube::Error> {
+    let key = key_of(resource);
     let api: Api<CompShareInstance> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let patch = serde_json::json!({
         "apiVersion": CompShareInstance::api_version(&()),
         "kind": CompShareInstance::kind(&()),
+        "metadata": {"resourceVersion": ctx.version_of(resource)},
         "status": status,
     });
-    api.patch_status(
-        &key.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(|_| ())
+    let written = api
+        .patch_status(
+            &key.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.wrote(key, &written);
+    Ok(())
 }
 
 /// Whether the status says the resource's credentials are what stops it.
@@ -551,11 +602,7 @@ fn stalled_on_credentials(resource: &CompShareInstance) -> bool {
 
 /// When a failed reconciliation is tried again.
 fn error_policy(key: &ResourceKey, error: &Error, ctx: &Context) -> Action {
-    // A conflict means the cached resource was older than the stored one (a guarded write, see
-    // `manage`): the watch brings the newer one in moments.
-    if let Error::Kube(kube::Error::Api(status)) = error
-        && status.code == 409
-    {
+    if error.is_conflict() {
         tracing::debug!(resource = %key, %error, "working from an older version; retrying");
         return Action::requeue(jittered(CONFLICT_RETRY));
     }
