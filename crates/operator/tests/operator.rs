@@ -129,8 +129,9 @@ async fn a_status_applied_on_an_older_version_conflicts() {
     let read = bed
         .create("m", json!({"uhostId": "uhost-1", "region": "cn-wlcb"}))
         .await;
-    let apply = |version: Option<String>, reason: &str| {
-        json!({
+    let params = PatchParams::apply("compshare-operator").force();
+    let apply = async |version: Option<String>, reason: &str| {
+        let status = json!({
             "apiVersion": "compshare.ucloud.cn/v1alpha1",
             "kind": "CompShareInstance",
             "metadata": {"resourceVersion": version},
@@ -138,39 +139,22 @@ async fn a_status_applied_on_an_older_version_conflicts() {
                 "type": "Ready", "status": "False", "reason": reason, "message": "m",
                 "lastTransitionTime": "2026-01-01T00:00:00Z",
             }]},
-        })
+        });
+        bed.instances()
+            .patch_status("m", &params, &Patch::Apply(&status))
+            .await
     };
-    let params = PatchParams::apply("compshare-operator").force();
-    let written = bed
-        .instances()
-        .patch_status(
-            "m",
-            &params,
-            &Patch::Apply(&apply(read.metadata.resource_version.clone(), "First")),
-        )
+    let written = apply(read.metadata.resource_version.clone(), "First")
         .await
         .expect("a status on the version read is applied");
     // The same resource as read before that write: refused, and the first status stays.
-    match bed
-        .instances()
-        .patch_status(
-            "m",
-            &params,
-            &Patch::Apply(&apply(read.metadata.resource_version.clone(), "Stale")),
-        )
-        .await
-    {
+    match apply(read.metadata.resource_version.clone(), "Stale").await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
         other => panic!("a status on an older version was not refused: {other:?}"),
     }
     let stored = bed.get("m").await.status.unwrap();
     assert_eq!(stored.conditions[0].reason, "First");
-    bed.instances()
-        .patch_status(
-            "m",
-            &params,
-            &Patch::Apply(&apply(written.metadata.resource_version, "Second")),
-        )
+    apply(written.metadata.resource_version, "Second")
         .await
         .expect("a status on the version written is applied");
 }
